@@ -1,0 +1,36 @@
+# SSD300 with BatchNorm after every conv, trained from scratch on VOC07+12
+# trainval, tested on VOC2007 test (11-point mAP): the paper's baseline
+# (FSNet, Sec. 3.2, Table 4: 26.32M parameters, 77.31% mAP).
+_base_ = 'mmdet::pascal_voc/ssd300_voc0712.py'
+custom_imports = dict(imports=['fsnet_mmdet'], allow_failed_imports=False)
+
+# Dense convs; the FSNet configs change only this (and the head's predictors).
+conv_cfg = None
+norm_cfg = dict(type='BN')
+model = dict(
+    backbone=dict(
+        _delete_=True, type='FSSSD300', conv_cfg=conv_cfg, norm_cfg=norm_cfg),
+    neck=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg),
+    bbox_head=dict(type='FSSSDHead', pred_conv_cfg=conv_cfg))
+
+# From-scratch recipe (ScratchDet, DSOD; see README "Training recipe"):
+# batch 128 = 8 GPUs x 16 with SyncBN across GPUs, SGD lr 0.05 after a linear
+# warm-up, about 120k iterations. VOC07+12 trainval has 16,551 images,
+# repeated 10x per epoch: 1,293 iterations per epoch at batch 128, so 93
+# epochs = 120k iterations; lr / 10 at 80k and 100k (epochs 62 and 77).
+# Expected wall time: not measured by us (see README "Training recipe").
+train_dataloader = dict(batch_size=16, num_workers=4)
+sync_bn = 'torch'  # BN -> SyncBN when launched on several GPUs
+optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))
+max_epochs = 93
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
+         end=2000),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[62, 77], gamma=0.1),
+]
+default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=3))
+# lr 0.05 is for 128 images per iteration; --auto-scale-lr rescales it.
+auto_scale_lr = dict(base_batch_size=128)

@@ -1,0 +1,242 @@
+"""FSConv against independent references: the paper's formula, Eq. 1, Eq. 2, F.conv2d."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fsnet_mmdet import FSConv, count_params
+from fsnet_mmdet.functional import (TABLE1_K3, default_k3, extract_filters,
+                                    filter_index, multiplicity,
+                                    resolve_geometry)
+
+
+def slow_filters(summary, geometry):
+    """Algorithm 1 by explicit loops: filter (k1, k2, k3) is the block at
+    (k3 z, k1 x, k2 y) of the summary, with circular wrap-around."""
+    (n1, n2, n3), (x, y, z) = geometry.sampling, geometry.strides
+    cm, hm, wm = summary.shape
+    c, (s1, s2) = geometry.in_channels, geometry.kernel_size
+    filters = torch.empty(n1 * n2 * n3, c, s1, s2, dtype=summary.dtype)
+    for k1 in range(n1):
+        for k2 in range(n2):
+            for k3 in range(n3):
+                k = (k1 * n2 + k2) * n3 + k3
+                for ch in range(c):
+                    for i in range(s1):
+                        for j in range(s2):
+                            filters[k, ch, i, j] = summary[(k3 * z + ch) % cm,
+                                                           (k1 * x + i) % hm,
+                                                           (k2 * y + j) % wm]
+    return filters
+
+
+CASES = [
+    # in, out, kernel, stride, padding, dilation, fs options
+    (8, 16, 3, 1, 1, 1, {}),
+    (3, 12, 3, 2, 1, 1, {}),                       # C = 3, not divisible by K3
+    (16, 32, 3, 1, 6, 6, {}),                      # dilated, like SSD's fc6
+    (16, 24, 1, 1, 0, 1, {}),                      # 1x1, ratio 8
+    (8, 6, (3, 5), (2, 1), (1, 2), (1, 2), {}),    # rectangular, mixed
+    (12, 20, 5, 1, 2, 1, {'sampling': (2, 5, 2)}),
+    (8, 8, 3, 1, 1, 1, {'strides': (1, 3, 4)}),
+    (16, 8, 1, 2, 0, 1, {'pointwise_ratio': 4}),
+    (8, 16, 7, 2, 3, 1, {'k3': 8}),
+]
+
+
+@pytest.mark.parametrize('cin,cout,ks,stride,pad,dil,opts', CASES)
+def test_forward_matches_dense_conv_with_loop_filters(cin, cout, ks, stride,
+                                                      pad, dil, opts):
+    torch.manual_seed(0)
+    conv = FSConv(cin, cout, ks, stride, pad, dil, **opts).double()
+    ref = slow_filters(conv.summary.detach(), conv.geometry)
+    x = torch.randn(2, cin, 11, 13, dtype=torch.double)
+    expected = F.conv2d(x, ref, conv.bias, stride, pad, dil)
+    torch.testing.assert_close(conv(x), expected)
+    assert conv(x).shape == nn.Conv2d(cin, cout, ks, stride, pad, dil)(
+        x.float()).shape
+    with torch.no_grad():  # eval path
+        torch.testing.assert_close(conv.eval()(x), expected)
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum'])
+def test_gradient_is_eq2(reduction):
+    torch.manual_seed(0)
+    conv = FSConv(8, 16, 3, padding=1, grad_reduction=reduction).double()
+    g = conv.geometry
+    x = torch.randn(2, 8, 7, 7, dtype=torch.double)
+    # Dense reference: gradient of every filter element, then Eq. 2 by loops.
+    dense = slow_filters(conv.summary.detach(), g).requires_grad_()
+    (F.conv2d(x, dense, conv.bias, padding=1) ** 2).sum().backward()
+    total = torch.zeros_like(conv.summary)
+    count = torch.zeros_like(conv.summary)
+    (n1, n2, n3), (sx, sy, sz) = g.sampling, g.strides
+    cm, hm, wm = g.summary_shape
+    for k1 in range(n1):
+        for k2 in range(n2):
+            for k3 in range(n3):
+                k = (k1 * n2 + k2) * n3 + k3
+                for ch in range(8):
+                    for i in range(3):
+                        for j in range(3):
+                            pos = ((k3 * sz + ch) % cm, (k1 * sx + i) % hm,
+                                   (k2 * sy + j) % wm)
+                            total[pos] += dense.grad[k, ch, i, j]
+                            count[pos] += 1
+    expected = total / count if reduction == 'mean' else total
+    (conv(x) ** 2).sum().backward()
+    torch.testing.assert_close(conv.summary.grad, expected)
+    assert count.min() >= 1  # every summary element is used
+
+
+def test_paper_worked_example():
+    # 64 filters of 64x3x3 -> summary 64x8x8, spatial stride 2, channel stride 16.
+    g = resolve_geometry(64, 64, (3, 3))
+    assert g.summary_shape == (64, 8, 8)
+    assert g.strides == (2, 2, 16)
+    assert g.ratio == 9
+    conv = FSConv(64, 64, 3)
+    assert conv.summary.shape == (64, 8, 8)
+    assert 36864 / conv.summary.numel() == 9
+
+
+@pytest.mark.parametrize('k,k3', sorted(TABLE1_K3.items()))
+def test_eq1_every_table1_row(k, k3):
+    c = 64
+    g = resolve_geometry(c, k, (3, 3))
+    assert g.sampling[2] == k3 and math.prod(g.sampling) == k
+    x, y, _ = g.strides
+    assert g.summary_shape[0] == c                      # Cm = C
+    assert g.ratio == pytest.approx(3 * 3 / (x * y) * k3)  # Eq. 1
+
+
+def test_pointwise_layer_compressed_8x():
+    g = resolve_geometry(1024, 1024, (1, 1))
+    assert g.sampling == (1, 1, 1024)
+    assert g.summary_shape == (1024 * 1024 // 8, 1, 1)
+    assert g.ratio == 8
+
+
+def test_default_rules_for_counts_outside_table1():
+    assert default_k3(1024, 512) == 8      # largest listed count below: 512
+    assert default_k3(84, 512) == 4        # 64 -> 4
+    assert default_k3(126, 1024) == 2      # 128? no: 64 -> 4, lowered to gcd 2
+    assert default_k3(64, 3) == 1          # gcd(64, 3) = 1
+    assert default_k3(8, 8) == 1           # below 12
+    assert resolve_geometry(512, 84, (3, 3)).sampling == (3, 7, 4)
+    assert resolve_geometry(3, 64, (3, 3)).summary_shape == (3, 16, 16)
+    assert default_k3(512, 512, 'fsnet1') == 16
+    assert default_k3(1024, 512, 'fsnet2') == 4
+
+
+def test_index_and_multiplicity_match_loop():
+    g = resolve_geometry(6, 12, (3, 3), sampling=(2, 3, 2), strides=(2, 1, 3))
+    summary = torch.arange(math.prod(g.summary_shape)).view(
+        g.summary_shape).double()
+    index = filter_index(g)
+    assert torch.equal(index.double(), slow_filters(summary, g))
+    counts = multiplicity(index, summary.numel())
+    assert counts.sum() == index.numel() and counts.min() >= 1
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(sampling=(2, 2, 3)), 'K1 \\* K2 \\* K3 must equal'),
+    (dict(sampling=(2, 2)), 'sampling must be a sequence of three'),
+    (dict(k3=3), 'k3=3 must divide out_channels=16'),
+    (dict(k3=0), 'k3 must be a positive int'),
+    (dict(strides=(4, 2, 2)), 'x=4 exceeds the filter size 3'),
+    (dict(strides=(2, 2, 9)), 'z=9 exceeds the filter size 8'),
+    (dict(sampling=(2, 2, 4), k3=4), 'either sampling'),
+    (dict(pointwise_ratio=2), 'pointwise_ratio applies to 1x1'),
+    (dict(preset='fsnet3'), "preset='fsnet3' is unknown"),
+    (dict(preset='fsnet1', k3=None, sampling=None), None),
+    (dict(groups=2), 'groups=1 only'),
+    (dict(grad_reduction='max'), 'grad_reduction must be one of'),
+])
+def test_bad_options_raise_value_error(kwargs, match):
+    if match is None:  # 16 filters is listed in fsnet1: no error
+        FSConv(8, 16, 3, **kwargs)
+        return
+    with pytest.raises(ValueError, match=match):
+        FSConv(8, 16, 3, **kwargs)
+
+
+def test_bad_pointwise_ratio_and_preset_entry():
+    with pytest.raises(ValueError, match='pointwise_ratio=3 must divide in_channels=16'):
+        FSConv(16, 8, 1, pointwise_ratio=3)
+    with pytest.raises(ValueError, match="preset='fsnet1' has no K3 for a layer with 100"):
+        FSConv(16, 100, 3, preset='fsnet1')
+    with pytest.raises(ValueError, match='out_channels must be a positive int'):
+        FSConv(16, 0, 3)
+
+
+def test_state_dict_holds_summary_and_bias_only():
+    conv = FSConv(8, 16, 3)
+    assert list(conv.state_dict()) == ['bias', 'summary']
+    assert [n for n, _ in conv.named_parameters()] == ['bias', 'summary']
+    other = FSConv(8, 16, 3)
+    other.load_state_dict(conv.state_dict())
+    x = torch.randn(1, 8, 5, 5)
+    torch.testing.assert_close(other(x), conv(x))
+    with pytest.raises(ValueError, match='summary: checkpoint summary has shape'):
+        FSConv(8, 16, 3, k3=2).load_state_dict(conv.state_dict())
+
+
+def test_to_conv2d_same_output():
+    conv = FSConv(8, 16, 3, 2, 2, 2)
+    dense = conv.to_conv2d()
+    assert type(dense) is nn.Conv2d
+    x = torch.randn(2, 8, 9, 9)
+    torch.testing.assert_close(dense(x), conv(x))
+
+
+def test_count_params():
+    model = nn.Sequential(FSConv(64, 64, 3), nn.BatchNorm2d(64),
+                          nn.Conv2d(64, 8, 1), FSConv(64, 64, 1, bias=False))
+    report = count_params(model)
+    dense_fs3 = 64 * 64 * 9 + 64
+    assert [layer.dense for layer in report.layers] == [dense_fs3, 520, 4096]
+    assert [layer.stored for layer in report.layers] == [4096 + 64, 520, 512]
+    assert report.stored == sum(p.numel() for p in model.parameters())
+    assert report.dense == dense_fs3 + 128 + 520 + 4096
+    assert report.summary == 4096 + 512
+    assert report.effective_wq == report.stored - 0.75 * (4096 + 512)
+
+
+def test_init_variance_matches_dense_default():
+    torch.manual_seed(0)
+    conv = FSConv(256, 256, 3)
+    dense = nn.Conv2d(256, 256, 3)
+    bound = 1 / math.sqrt(256 * 9)
+    for w in (conv.weight, dense.weight):
+        assert w.abs().max() <= bound
+        assert w.var().item() == pytest.approx(bound ** 2 / 3, rel=0.05)
+
+
+def test_eval_cache_never_stale():
+    conv = FSConv(8, 16, 3, padding=1).eval()
+    x = torch.randn(1, 8, 6, 6)
+    with torch.no_grad():
+        first = conv(x)
+        with torch.no_grad():
+            conv.summary.mul_(2)  # like an optimizer step
+        torch.testing.assert_close(conv(x) - conv.bias.view(1, -1, 1, 1),
+                                   2 * (first - conv.bias.view(1, -1, 1, 1)))
+        conv.load_state_dict({'summary': torch.zeros_like(conv.summary),
+                              'bias': torch.zeros(16)})
+        assert conv(x).abs().max() == 0
+
+
+def test_extract_filters_gradcheck():
+    g = resolve_geometry(4, 4, (3, 3), sampling=(2, 1, 2))
+    index = filter_index(g)
+    inv = 1.0 / multiplicity(index, math.prod(g.summary_shape)).double()
+    summary = torch.randn(g.summary_shape, dtype=torch.double,
+                          requires_grad=True)
+    # 'sum' is the true derivative of the gather.
+    assert torch.autograd.gradcheck(lambda s: extract_filters(s, index), summary)
+    out = extract_filters(summary, index, inv)
+    out.backward(torch.ones_like(out))
+    torch.testing.assert_close(summary.grad, torch.ones_like(summary))
