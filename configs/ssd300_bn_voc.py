@@ -5,7 +5,7 @@ _base_ = 'mmdet::pascal_voc/ssd300_voc0712.py'
 custom_imports = dict(imports=['fsnet_mmdet'], allow_failed_imports=False)
 
 # Dense convs; the FSNet configs change only this (and the head's predictors).
-conv_cfg = None
+conv_cfg = dict(type='Conv2d')
 norm_cfg = dict(type='BN')
 model = dict(
     backbone=dict(

@@ -6,17 +6,19 @@ still needed, so newer releases that fix the problem upstream are left alone.
 1. Checkpoint loading. torch >= 2.6 loads with ``weights_only=True`` by default
    and mmengine 0.10.7 calls ``torch.load`` without the argument, so every
    checkpoint a Runner saved (it pickles a ``MessageHub`` of ``HistoryBuffer``
-   objects holding numpy arrays) fails to load. We replace mmengine's
-   local-file loader with :func:`load_checkpoint_file`: it allows exactly the
-   mmengine and numpy classes a Runner checkpoint holds and keeps
-   ``weights_only=True`` - no code from the file runs. Only a file that needs
-   other classes falls back to a full unpickle, with a warning, and only when
-   the user asked to load it (``tools/test.py``, ``--resume``, ``load_from``,
-   ``init_detector``); ``FSNET_WEIGHTS_ONLY=1`` refuses that fallback.
+   objects holding numpy arrays and bound methods) fails to load. We replace
+   mmengine's local-file loader with :func:`load_checkpoint_file`: files of
+   tensors and plain containers load with ``weights_only=True``; a file
+   that references exactly the globals of a Runner checkpoint, which the user
+   asked to load (``tools/test.py``, ``--resume``, ``load_from``,
+   ``init_detector``), is fully unpickled with a warning; anything else is
+   refused. ``FSNET_WEIGHTS_ONLY=1`` refuses every full unpickle.
 2. CPU distributed training. mmengine 0.10.7's ``_init_dist_pytorch`` calls
    ``torch.cuda.set_device`` even without CUDA. On a machine without CUDA we
    initialize the process group without it, and refuse ``nccl`` with a message
-   (CPU needs ``gloo``).
+   (CPU needs ``gloo``). Its Runner also wraps the model in DDP with
+   ``device_ids=[LOCAL_RANK]``, which torch rejects for a CPU module: we drop
+   ``device_ids`` when the module is on the CPU.
 3. SSDHead prediction. mmdet 3.3.0's ``SSDHead`` skips ``AnchorHead.__init__``
    and so has no ``loss_cls``, which ``BaseDenseHead._predict_by_feat_single``
    reads: every SSD config fails in test/inference (mmdet issues #11780,
@@ -31,37 +33,43 @@ import pickle
 import warnings
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
 __all__ = ['load_checkpoint_file', 'apply_patches']
 
 
-def _safe_globals() -> list:
-    """Classes a Runner checkpoint holds besides tensors (all data-only)."""
-    from mmengine.logging import HistoryBuffer
-    from mmengine.config import ConfigDict
-
-    dtypes = [type(np.dtype(t)) for t in
-              ('float16', 'float32', 'float64', 'int8', 'int16', 'int32',
-               'int64', 'uint8', 'bool')]
-    return [
-        HistoryBuffer, ConfigDict, np.ndarray, np.dtype, *dtypes,
-        np.core.multiarray._reconstruct, np.core.multiarray.scalar,
-    ]
+#: Globals a checkpoint saved by an MMEngine Runner references besides
+#: tensors: its MessageHub pickles HistoryBuffer objects (numpy arrays, and
+#: their statistics methods rebuilt with ``getattr``).
+RUNNER_CHECKPOINT_GLOBALS = frozenset({
+    'builtins.getattr',
+    'mmengine.logging.history_buffer.HistoryBuffer',
+    'numpy.ndarray',
+    'numpy.dtype',
+    'numpy._core.multiarray._reconstruct',
+    'numpy._core.multiarray.scalar',
+    'numpy.core.multiarray._reconstruct',
+    'numpy.core.multiarray.scalar',
+})
 
 
 def load_checkpoint_file(filename: str,
                          map_location: Any = None,
                          allow_unsafe: Optional[bool] = None) -> Any:
-    """Load a checkpoint file with ``weights_only=True`` where possible.
+    """Load a checkpoint file, with ``weights_only=True`` where possible.
+
+    A file of tensors and plain containers (our exported and quantized
+    checkpoints, plain state dicts) loads with ``weights_only=True``. A file
+    that needs other globals is fully unpickled only if they all belong to a
+    Runner checkpoint (:data:`RUNNER_CHECKPOINT_GLOBALS`) and ``allow_unsafe``;
+    a full unpickle can run code from the file, so load only checkpoints you
+    trust.
 
     Args:
         filename: path of the file.
         map_location: as :func:`torch.load`.
-        allow_unsafe: fall back to a full unpickle (runs code from the file)
-            when the file holds classes outside the allowlist. Defaults to
-            True unless the environment sets ``FSNET_WEIGHTS_ONLY=1``.
+        allow_unsafe: allow the full unpickle of Runner checkpoints. Defaults
+            to True unless the environment sets ``FSNET_WEIGHTS_ONLY=1``.
 
     Returns:
         The loaded object.
@@ -78,26 +86,42 @@ def load_checkpoint_file(filename: str,
     if allow_unsafe is None:
         allow_unsafe = os.environ.get('FSNET_WEIGHTS_ONLY', '0') != '1'
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(filename, map_location=map_location,
-                              weights_only=True)
+        return torch.load(filename, map_location=map_location,
+                          weights_only=True)
     except pickle.UnpicklingError as err:
-        if 'Weights only load failed' not in str(err):
-            raise RuntimeError(
-                f'{filename}: not a readable checkpoint ({err})') from err
-        if not allow_unsafe:
-            raise RuntimeError(
-                f'{filename}: holds Python objects outside the weights-only '
-                f'allowlist and FSNET_WEIGHTS_ONLY=1 forbids a full unpickle '
-                f'({str(err).splitlines()[-1]})') from err
-        warnings.warn(
-            f'{filename}: holds Python objects beyond tensors; loading it with '
-            f'a full unpickle, which runs code from the file. Only load '
-            f'checkpoints you trust (set FSNET_WEIGHTS_ONLY=1 to refuse).')
+        if 'Unsupported global' not in str(err):
+            raise _unreadable(filename, err) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise RuntimeError(f'{filename}: truncated, corrupted or not a torch '
-                           f'checkpoint ({type(err).__name__}: {err})') from err
-    return torch.load(filename, map_location=map_location, weights_only=False)
+        raise _unreadable(filename, err) from err
+
+    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(filename))
+    foreign = sorted(unsafe - RUNNER_CHECKPOINT_GLOBALS)
+    if foreign:
+        raise RuntimeError(
+            f'{filename}: refusing to unpickle: it references {foreign}, which '
+            f'no MMEngine Runner checkpoint holds (only tensors, plain '
+            f'containers and {sorted(RUNNER_CHECKPOINT_GLOBALS)} are loaded)')
+    if not allow_unsafe:
+        raise RuntimeError(
+            f'{filename}: a Runner checkpoint needs a full unpickle '
+            f'({sorted(unsafe)}), which FSNET_WEIGHTS_ONLY=1 forbids')
+    warnings.warn(
+        f'{filename}: loading an MMEngine Runner checkpoint with a full '
+        f'unpickle (torch.load weights_only=False), which can run code from '
+        f'the file: load only checkpoints you trust; FSNET_WEIGHTS_ONLY=1 '
+        f'refuses.')
+    try:
+        return torch.load(filename, map_location=map_location,
+                          weights_only=False)
+    except Exception as err:  # noqa: BLE001  any failure means unreadable
+        raise _unreadable(filename, err) from err
+
+
+def _unreadable(filename: str, err: BaseException) -> RuntimeError:
+    detail = [line for line in str(err).splitlines() if line.strip()]
+    return RuntimeError(f'{filename}: truncated, corrupted or not a torch '
+                        f'checkpoint ({type(err).__name__}: '
+                        f'{detail[-1] if detail else ""})')
 
 
 def _patch_checkpoint_loader() -> None:
@@ -129,12 +153,29 @@ def _init_dist_pytorch_cpu(original):
     return init
 
 
+def _ddp_init_cpu(original):
+    """Wrap ``MMDistributedDataParallel.__init__``: no ``device_ids`` on CPU."""
+
+    @functools.wraps(original)
+    def __init__(self, module, *args, **kwargs):
+        on_cpu = all(p.device.type == 'cpu' for p in module.parameters())
+        if on_cpu and kwargs.get('device_ids') is not None:
+            kwargs['device_ids'] = None  # the Runner passes [LOCAL_RANK]
+        original(self, module, *args, **kwargs)
+
+    __init__.fsnet_patched = True
+    return __init__
+
+
 def _patch_cpu_distributed() -> None:
     from mmengine.dist import utils
+    from mmengine.model import MMDistributedDataParallel as DDP
 
     if not getattr(utils._init_dist_pytorch, 'fsnet_patched', False):
         utils._init_dist_pytorch = _init_dist_pytorch_cpu(
             utils._init_dist_pytorch)
+    if not getattr(DDP.__init__, 'fsnet_patched', False):
+        DDP.__init__ = _ddp_init_cpu(DDP.__init__)
 
 
 def _patch_ssd_head() -> None:

@@ -46,13 +46,14 @@ TABLE1_K3 = {12: 2, 16: 4, 32: 2, 64: 4, 128: 4, 256: 4, 512: 8}
 #: its per-layer settings), chosen so that FSNet SSD300 lands on the paper's
 #: Table 4 parameter counts (1.67M and 2.59M): FSNet-1 doubles Table 1's K3 for
 #: 128 and 512 filters and uses K3 = 8 for the 16/24-filter box regressors;
-#: FSNet-2 halves K3 for fc6 (1024 filters) and uses K3 = 2 in the head.
+#: FSNet-2 halves K3 for 64 and 128 filters and for fc6 (1024 filters, 8 by
+#: our rule) and uses K3 = 2 throughout the head.
 #: Entries are caps: K3 is lowered to a common divisor of K and C.
 K3_PRESETS = {
     'paper': TABLE1_K3,
     'fsnet1': {16: 8, 24: 8, 64: 4, 84: 4, 126: 2, 128: 8, 256: 4, 512: 16,
                1024: 8},
-    'fsnet2': {16: 2, 24: 2, 64: 4, 84: 2, 126: 2, 128: 4, 256: 4, 512: 8,
+    'fsnet2': {16: 2, 24: 2, 64: 2, 84: 2, 126: 2, 128: 2, 256: 4, 512: 8,
                1024: 4},
 }
 

@@ -1,0 +1,65 @@
+"""Shared helpers: repository paths, configs and real VOC batches."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VOC_ROOT = ROOT / 'tests' / 'data' / 'VOCdevkit'
+TINY_CONFIG = ROOT / 'tests' / 'configs' / 'fsnet_ssd300_tiny.py'
+
+
+def load_config(path, **options):
+    """Config.fromfile + ``--cfg-options``-style overrides."""
+    from mmengine.config import Config
+    from mmengine.hub import get_config
+
+    path = str(path)
+    cfg = get_config(path) if '::' in path else Config.fromfile(path)
+    if options:
+        cfg.merge_from_dict(options)
+    return cfg
+
+
+def build_detector(cfg):
+    """Build ``cfg.model`` in the mmdet scope and run its init_weights."""
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def voc_batch(pipeline):
+    """One image from each of VOC2007 and VOC2012 through ``pipeline``."""
+    from mmengine.dataset import pseudo_collate
+    from mmdet.datasets import VOCDataset
+
+    samples = []
+    for year in ('VOC2007', 'VOC2012'):
+        dataset = VOCDataset(
+            data_root=str(VOC_ROOT),
+            ann_file=f'{year}/ImageSets/Main/trainval.txt',
+            data_prefix=dict(sub_data_root=f'{year}/'),
+            pipeline=pipeline)
+        samples.append(dataset[0])
+    return pseudo_collate(samples)
+
+
+def run_tool(*args, timeout=600, env=None):
+    """Run ``python tools/<args>`` from the repository root; returns the result."""
+    full_env = dict(os.environ, **(env or {}))
+    result = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=timeout,
+                            env=full_env)
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import torch
+    torch.manual_seed(0)

@@ -1,0 +1,83 @@
+"""The real tools end to end: train -> test -> resume -> load_from -> init_detector."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY_CONFIG, VOC_ROOT, run_tool
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """Train the tiny FSNet-1 config 2 epochs (1 iteration each) with tools/train.py."""
+    work_dir = tmp_path_factory.mktemp('train')
+    result = run_tool('tools/train.py', TINY_CONFIG, '--work-dir', work_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (work_dir / 'epoch_2.pth').is_file()
+    return work_dir
+
+
+def test_runner_checkpoint_evaluates_in_tools_test(trained):
+    result = run_tool('tools/test.py', TINY_CONFIG, trained / 'epoch_2.pth',
+                      '--work-dir', trained / 'test')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'pascal_voc/mAP' in result.stdout + result.stderr
+    assert 'loading an MMEngine Runner checkpoint with a full' in result.stderr
+
+
+def test_weights_only_mode_refuses_runner_checkpoint(trained):
+    result = run_tool('tools/test.py', TINY_CONFIG, trained / 'epoch_2.pth',
+                      '--work-dir', trained / 'refuse',
+                      env={'FSNET_WEIGHTS_ONLY': '1'})
+    assert result.returncode != 0
+    assert 'FSNET_WEIGHTS_ONLY=1 forbids' in result.stderr
+
+
+def test_resume_and_load_from(trained, tmp_path):
+    result = run_tool('tools/train.py', TINY_CONFIG, '--work-dir', tmp_path,
+                      '--resume', trained / 'epoch_1.pth')
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert 'resumed epoch: 1, iter: 1' in log
+    assert 'Epoch(train) [2][1/1]' in log and 'Epoch(train) [1]' not in log
+    result = run_tool('tools/train.py', TINY_CONFIG, '--work-dir',
+                      tmp_path / 'load_from', '--cfg-options',
+                      f'load_from={trained / "epoch_2.pth"}',
+                      'train_cfg.max_epochs=1')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Load checkpoint from' in result.stdout + result.stderr
+
+
+def test_init_detector_and_inference(trained):
+    from mmdet.apis import inference_detector, init_detector
+
+    model = init_detector(str(TINY_CONFIG), str(trained / 'epoch_2.pth'),
+                          device='cpu')
+    state = torch.load(trained / 'epoch_2.pth', weights_only=False)['state_dict']
+    torch.testing.assert_close(model.state_dict()['backbone.features.fc6.conv.summary'],
+                               state['backbone.features.fc6.conv.summary'])
+    image = str(VOC_ROOT / 'VOC2007' / 'JPEGImages' / '000001.jpg')
+    result = inference_detector(model, image)
+    pred = result.pred_instances
+    assert pred.bboxes.ndim == 2 and pred.bboxes.shape[1] == 4 and len(pred) > 0
+    h, w = result.ori_shape
+    assert (pred.bboxes[:, 2] <= w + 1).all() and (pred.bboxes[:, 3] <= h + 1).all()
+
+
+def test_dist_train_two_cpu_processes_with_gloo(tmp_path):
+    # mmengine 0.10.7 calls torch.cuda.set_device unconditionally; our fix
+    # lets tools/dist_train.sh (--launcher pytorch) run on CPU with gloo.
+    # Batch 2 per process: SSD300-BN's last 1x1 feature map needs BN batch > 1.
+    result = subprocess.run(
+        ['bash', 'tools/dist_train.sh', str(TINY_CONFIG), '2', '--work-dir',
+         str(tmp_path), '--cfg-options', 'env_cfg.dist_cfg.backend=gloo',
+         'sync_bn=None', 'train_dataloader.dataset.times=2',
+         'train_cfg.max_epochs=1'],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PYTHON=sys.executable, PORT='29531'))
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    assert (tmp_path / 'epoch_1.pth').is_file()
