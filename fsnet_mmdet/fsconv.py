@@ -30,8 +30,10 @@ class FSConv(nn.Conv2d):
     distribution. ``weight`` returns a dense (K, C, S1, S2) materialization of
     the filters; an in-place write to it (``nn.init.*_``, MMEngine's
     ``init_cfg`` initializers, mmcv ``ConvModule``'s kaiming init) is written
-    back onto the summary before the next use, taking for each summary element
-    the value drawn for the first filter element that reads it. The extracted
+    back onto the summary as soon as any parameter, buffer or ``weight`` of the
+    layer is read again (initializers read ``bias`` next), and before forward,
+    ``state_dict`` and ``load_state_dict``, taking for each summary element the
+    value drawn for the first filter element that reads it. The extracted
     filters therefore have exactly the distribution the initializer would give
     a dense layer. ``weight`` is detached; the differentiable bank is
     :meth:`filters`.
@@ -117,6 +119,14 @@ class FSConv(nn.Conv2d):
             dense = self.summary.reshape(-1)[self.index]
         self._dense = (dense, dense._version)
         return dense
+
+    def __getattr__(self, name: str):
+        # nn.Module serves parameters, buffers and submodules from here. A
+        # pending write to `weight` is applied first, so every reader sees it:
+        # MMEngine's initializers read `bias` right after writing `weight`.
+        if self.__dict__.get('_dense') is not None:
+            self._write_back()
+        return super().__getattr__(name)
 
     def _write_back(self) -> None:
         """Copy in-place writes to the last ``weight`` onto the summary."""
