@@ -124,12 +124,17 @@ def _unreadable(filename: str, err: BaseException) -> RuntimeError:
                         f'{detail[-1] if detail else ""})')
 
 
-def _patch_checkpoint_loader() -> None:
+def _register_checkpoint_loader() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
+
+    from .quantization import decompress, is_compressed
 
     @CheckpointLoader.register_scheme(prefixes='', force=True)
     def load_from_local(filename, map_location):
-        return load_checkpoint_file(filename, map_location)
+        checkpoint = load_checkpoint_file(filename, map_location)
+        if is_compressed(checkpoint):
+            checkpoint = decompress(checkpoint, filename)
+        return checkpoint
 
 
 def _init_dist_pytorch_cpu(original):
@@ -200,9 +205,8 @@ def apply_patches() -> None:
     from mmengine.utils import digit_version
     import mmengine
 
-    if (digit_version(torch.__version__) >= digit_version('2.6.0')
-            and digit_version(mmengine.__version__) <= digit_version('0.10.7')):
-        _patch_checkpoint_loader()
+    # Also reads compressed (WQ) checkpoints, so it is registered on any version.
+    _register_checkpoint_loader()
     if digit_version(mmengine.__version__) <= digit_version('0.10.7'):
         _patch_cpu_distributed()
     _patch_ssd_head()

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from .functional import (GRAD_REDUCTIONS, FSGeometry, extract_filters,
                          filter_index, multiplicity, representatives,
                          resolve_geometry)
+from .quantization import fake_quantize
 
 
 @MODELS.register_module('FSConv')
@@ -50,6 +51,9 @@ class FSConv(nn.Conv2d):
             ``'fsnet1'`` or ``'fsnet2'`` (the SSD300 presets).
         grad_reduction: ``'mean'`` (Eq. 2, default) or ``'sum'`` (plain
             indexing, as the authors' 3D-FilterMap code).
+        wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
+            quantized to 8 bits (:func:`fsnet_mmdet.quantization.fake_quantize`);
+            a compressed checkpoint round-trips unchanged.
     """
 
     def __init__(self,
@@ -70,7 +74,8 @@ class FSConv(nn.Conv2d):
                  strides: Optional[Sequence[int]] = None,
                  pointwise_ratio: Optional[int] = None,
                  preset: str = 'paper',
-                 grad_reduction: str = 'mean') -> None:
+                 grad_reduction: str = 'mean',
+                 wq: bool = False) -> None:
         if groups != 1:
             raise ValueError(f'FSConv supports groups=1 only, got groups={groups}')
         if grad_reduction not in GRAD_REDUCTIONS:
@@ -87,6 +92,7 @@ class FSConv(nn.Conv2d):
             k3=k3, strides=strides, pointwise_ratio=pointwise_ratio,
             preset=preset)
         self.grad_reduction = grad_reduction
+        self.wq = bool(wq)
         factory = dict(device=device, dtype=dtype)
         self.summary = nn.Parameter(
             torch.empty(self.geometry.summary_shape, **factory))
@@ -197,6 +203,9 @@ class FSConv(nn.Conv2d):
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        if self.wq and key in state_dict:
+            with torch.no_grad():
+                self.summary.copy_(fake_quantize(self.summary))
 
     # ------------------------------------------------------------------ misc
     def to_conv2d(self) -> nn.Conv2d:
@@ -215,7 +224,8 @@ class FSConv(nn.Conv2d):
         g = self.geometry
         return (f'{super().extra_repr()}, sampling={g.sampling}, '
                 f'strides={g.strides}, summary={g.summary_shape}, '
-                f'ratio={g.ratio:.2f}, grad_reduction={self.grad_reduction}')
+                f'ratio={g.ratio:.2f}, grad_reduction={self.grad_reduction}'
+                + (', wq=True' if self.wq else ''))
 
 
 # ----------------------------------------------------------------- accounting

@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 VOC_ROOT = ROOT / 'tests' / 'data' / 'VOCdevkit'
 TINY_CONFIG = ROOT / 'tests' / 'configs' / 'fsnet_ssd300_tiny.py'
+TINY_WQ_CONFIG = ROOT / 'tests' / 'configs' / 'fsnet_ssd300_wq_tiny.py'
 
 
 def load_config(path, **options):
@@ -63,3 +64,13 @@ def run_tool(*args, timeout=600, env=None):
 def _seed():
     import torch
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+    """Train the tiny FSNet-1 config 2 epochs (1 iteration each) with tools/train.py."""
+    work_dir = tmp_path_factory.mktemp('train')
+    result = run_tool('tools/train.py', TINY_CONFIG, '--work-dir', work_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (work_dir / 'epoch_2.pth').is_file()
+    return work_dir

@@ -1,0 +1,118 @@
+"""Quantize and bake FS detectors into compact or standard checkpoints."""
+from __future__ import annotations
+
+from typing import Dict, Iterator, List, Tuple
+
+import torch
+from mmcv.cnn import ConvModule
+from torch import Tensor, nn
+
+from .fsconv import FSConv
+
+#: Indices of the convs in ``mmdet``'s ``SSDVGG(depth=16)`` ``features``
+#: (conv, ReLU pairs; max pools between stages; pool5, fc6, fc7 appended),
+#: in the order of FSSSD300's convs conv1_1 ... conv5_3, fc6, fc7.
+STOCK_SSDVGG_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28,
+                             31, 33)
+
+
+def fs_layers(model: nn.Module) -> List[str]:
+    """Names of the model's FSConv layers."""
+    return [n for n, m in model.named_modules() if isinstance(m, FSConv)]
+
+
+def check_state_dict(model: nn.Module, state_dict: Dict[str, Tensor],
+                     filename: str) -> None:
+    """Raise ValueError at the first key where a checkpoint does not fit a model.
+
+    Args:
+        model: the model built from the config.
+        state_dict: the checkpoint's state dict.
+        filename: the checkpoint file, named in the error.
+    """
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key not in state_dict:
+            raise ValueError(f'{filename}: no entry for {key!r} of the config\'s '
+                             f'model {tuple(value.shape)}; the checkpoint was '
+                             f'trained with another config')
+        if tuple(state_dict[key].shape) != tuple(value.shape):
+            raise ValueError(
+                f'{filename}: {key!r} has shape {tuple(state_dict[key].shape)}, '
+                f'the config\'s model expects {tuple(value.shape)}')
+    extra = sorted(set(state_dict) - set(expected))
+    if extra:
+        raise ValueError(f'{filename}: {extra[0]!r} (and {len(extra) - 1} more) '
+                         f'is not in the config\'s model')
+
+
+def plain_meta(meta: dict) -> dict:
+    """The parts of Runner metadata a weights-only file can hold."""
+
+    def plain(value):
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return True
+        if isinstance(value, (list, tuple)):
+            return all(plain(v) for v in value)
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        return False
+
+    return {k: v for k, v in meta.items()
+            if k in ('dataset_meta', 'epoch', 'iter', 'mmdet_version',
+                     'mmengine_version', 'experiment_name') and plain(v)}
+
+
+def _fold(conv_module: ConvModule) -> Tuple[Tensor, Tensor]:
+    """Dense weight and bias of a ConvModule with its eval-mode BN folded in."""
+    conv = conv_module.conv
+    weight = conv.weight.detach().clone()
+    bias = (conv.bias.detach().clone() if conv.bias is not None else
+            torch.zeros(conv.out_channels))
+    if conv_module.with_norm:
+        bn = conv_module.norm
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        weight = weight * scale.view(-1, 1, 1, 1)
+        bias = (bias - bn.running_mean) * scale + bn.bias.detach()
+    return weight, bias
+
+
+def _ssd300_layers(model: nn.Module) -> Iterator[Tuple[str, ConvModule]]:
+    """(stock key prefix, ConvModule) for every conv of backbone and neck."""
+    from .models import FSSSD300
+
+    if not isinstance(model.backbone, FSSSD300):
+        raise ValueError(f'export to a stock SSD300 needs the FSSSD300 '
+                         f'backbone, got {type(model.backbone).__name__}')
+    convs = [m for m in model.backbone.features if isinstance(m, ConvModule)]
+    for index, module in zip(STOCK_SSDVGG_CONV_INDICES, convs):
+        yield f'backbone.features.{index}', module
+    for i, level in enumerate(model.neck.extra_layers):
+        for j, module in enumerate(level):
+            yield f'neck.extra_layers.{i}.{j}.conv', module
+
+
+def to_stock_ssd300(model: nn.Module) -> Dict[str, Tensor]:
+    """State dict of mmdet's stock SSD300 (``SSDVGG``, ``SSDNeck``, ``SSDHead``
+    without BN) equivalent to an FS or dense SSD300-BN in eval mode.
+
+    FS filters are extracted (baked) and every BN is folded into its conv, so
+    ``mmdet::pascal_voc/ssd300_voc0712.py`` loads the result with
+    ``strict=True`` and computes the same outputs, without this plugin.
+
+    Args:
+        model: a detector with FSSSD300 backbone, SSDNeck and (FS)SSDHead.
+
+    Returns:
+        The stock state dict.
+    """
+    state = {}
+    for prefix, module in _ssd300_layers(model):
+        state[f'{prefix}.weight'], state[f'{prefix}.bias'] = _fold(module)
+    state['neck.l2_norm.weight'] = model.neck.l2_norm.weight.detach().clone()
+    for name in ('cls_convs', 'reg_convs'):
+        for i, branch in enumerate(getattr(model.bbox_head, name)):
+            conv = branch[-1]
+            state[f'bbox_head.{name}.{i}.0.weight'] = conv.weight.detach().clone()
+            state[f'bbox_head.{name}.{i}.0.bias'] = conv.bias.detach().clone()
+    return state

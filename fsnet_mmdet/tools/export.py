@@ -1,0 +1,94 @@
+"""``tools/quantize.py`` and ``tools/bake.py``: compressed and stock checkpoints."""
+import argparse
+import os
+from typing import List, Optional
+
+from torch import nn
+
+from ..compat import load_checkpoint_file
+from ..export import check_state_dict, fs_layers, plain_meta, to_stock_ssd300
+from ..fsconv import count_params
+from ..quantization import compress_state_dict, decompress, is_compressed, save_atomic
+from .count_params import build_model_from_config
+
+
+def load_into(model: nn.Module, checkpoint: str) -> dict:
+    """Load a (float or compressed) checkpoint into a model, strictly.
+
+    Returns:
+        The checkpoint's metadata.
+
+    Raises:
+        ValueError: the checkpoint does not fit the model (names the file
+            and the first mismatching entry).
+        RuntimeError: the file is unreadable (names the file).
+    """
+    ckpt = load_checkpoint_file(checkpoint, map_location='cpu')
+    if is_compressed(ckpt):
+        ckpt = decompress(ckpt, checkpoint)
+    state_dict = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state_dict, dict):
+        raise ValueError(f'{checkpoint}: holds no state dict')
+    check_state_dict(model, state_dict, checkpoint)
+    model.load_state_dict(state_dict)
+    model.eval()
+    return ckpt.get('meta', {}) or {}
+
+
+def _run(main):
+    """Run a tool's main; expected errors exit with one line, no traceback."""
+    def wrapped(argv: Optional[List[str]] = None) -> None:
+        try:
+            main(argv)
+        except (ValueError, RuntimeError, FileNotFoundError) as err:
+            raise SystemExit(f'error: {err}') from None
+    return wrapped
+
+
+@_run
+def quantize_main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        description='Write a compressed FSNet-WQ checkpoint: every filter '
+        'summary as uint8 codes plus its min and max (paper Sec. 3.1), the '
+        'rest as it was. Loads with torch.load(weights_only=True).')
+    parser.add_argument('config', help='config of the FS model')
+    parser.add_argument('checkpoint', help='trained float checkpoint')
+    parser.add_argument('out', help='compressed checkpoint to write')
+    args = parser.parse_args(argv)
+
+    model = build_model_from_config(args.config)
+    layers = fs_layers(model)
+    if not layers:
+        raise ValueError(f'{args.config}: the model has no FSConv layer, '
+                         f'nothing to quantize; {args.out} not written')
+    meta = load_into(model, args.checkpoint)
+    compressed = compress_state_dict(
+        model.state_dict(), [f'{n}.summary' for n in layers],
+        dict(plain_meta(meta), source=os.path.basename(args.checkpoint)))
+    size = save_atomic(compressed, args.out)
+    report = count_params(model)
+    print(f'{args.out}: {size:,} bytes; {len(layers)} summaries quantized to '
+          f'8 bits\neffective parameters {report.effective_wq:,.0f} '
+          f'({report.effective_wq / 1e6:.2f}M; dense {report.dense / 1e6:.2f}M, '
+          f'ratio {report.dense / report.effective_wq:.1f}x); '
+          f'bytes / (4 x effective) = {size / (4 * report.effective_wq):.3f}')
+
+
+@_run
+def bake_main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        description='Export an FS (float or WQ) or dense SSD300-BN checkpoint '
+        'as a standard MMDetection SSD300 checkpoint: dense Conv2d weights, BN '
+        'folded into the convs. Load it with mmdet::pascal_voc/'
+        'ssd300_voc0712.py, without this plugin.')
+    parser.add_argument('config', help='config of the trained model')
+    parser.add_argument('checkpoint', help='its checkpoint (float or compressed)')
+    parser.add_argument('out', help='stock SSD300 checkpoint to write')
+    args = parser.parse_args(argv)
+
+    model = build_model_from_config(args.config)
+    meta = load_into(model, args.checkpoint)
+    state = to_stock_ssd300(model)
+    size = save_atomic({'meta': plain_meta(meta), 'state_dict': state}, args.out)
+    print(f'{args.out}: {size:,} bytes, {sum(v.numel() for v in state.values()):,} '
+          f'parameters; config: mmdet::pascal_voc/ssd300_voc0712.py')

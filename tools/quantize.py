@@ -1,0 +1,8 @@
+"""Write a compressed FSNet-WQ checkpoint (8-bit summaries).
+
+    python tools/quantize.py CONFIG CHECKPOINT OUT
+"""
+from fsnet_mmdet.tools.export import quantize_main
+
+if __name__ == '__main__':
+    quantize_main()
