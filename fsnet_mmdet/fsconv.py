@@ -10,8 +10,13 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from .functional import (GRAD_REDUCTIONS, FSGeometry, extract_filters,
-                         filter_index, multiplicity, representatives,
-                         resolve_geometry)
+                         filter_index, foldable, multiplicity,
+                         representatives, resolve_geometry)
+
+#: Filter banks from this size on reduce their gradient by blocks
+#: (:func:`fold_filter_grad`); smaller ones with one ``index_add_``, which
+#: has less Python overhead (benchmarks/bench_fsconv.py).
+FOLD_MIN_FILTER_ELEMENTS = 2**16
 from .quantization import fake_quantize
 
 
@@ -105,6 +110,8 @@ class FSConv(nn.Conv2d):
         self.register_buffer('inv_multiplicity',
                              1.0 / count.to(self.summary.dtype),
                              persistent=False)
+        self._fold = (self.geometry if foldable(self.geometry) and
+                      index.numel() >= FOLD_MIN_FILTER_ELEMENTS else None)
         self._dense = None  # (tensor, version) handed out by `weight`
         self._eval_cache = None  # (filters, summary key) in eval mode
         self.reset_parameters()
@@ -150,7 +157,7 @@ class FSConv(nn.Conv2d):
         """The (K, C, S1, S2) filter bank, differentiable w.r.t. the summary."""
         self._write_back()
         inv = self.inv_multiplicity if self.grad_reduction == 'mean' else None
-        return extract_filters(self.summary, self.index, inv)
+        return extract_filters(self.summary, self.index, inv, self._fold)
 
     def _eval_filters(self) -> Tensor:
         """Filters reused across eval-mode calls while the summary is unchanged."""

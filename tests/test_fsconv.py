@@ -240,3 +240,37 @@ def test_extract_filters_gradcheck():
     out = extract_filters(summary, index, inv)
     out.backward(torch.ones_like(out))
     torch.testing.assert_close(summary.grad, torch.ones_like(summary))
+
+
+@pytest.mark.parametrize('cin,cout,ks,opts', [
+    (64, 64, 3, {}), (3, 64, 3, {}), (512, 126, 3, {}), (32, 16, 1, {}),
+    (8, 4, 1, {}),                                   # ratio 8 > K: shifts wrap
+    (8, 8, 3, {'sampling': (1, 1, 8), 'strides': (1, 1, 1)}),  # K1 x < S1
+    (12, 20, 5, {'sampling': (2, 5, 2), 'strides': (3, 2, 4)}),
+    (16, 24, (3, 1), {'k3': 2}),
+])
+def test_block_fold_equals_scatter_add(cin, cout, ks, opts):
+    from fsnet_mmdet.functional import fold_filter_grad, foldable
+
+    g = resolve_geometry(cin, cout, ks if isinstance(ks, tuple) else (ks, ks),
+                         **opts)
+    assert foldable(g)
+    index = filter_index(g)
+    grad = torch.randn(index.shape, dtype=torch.double)
+    expected = torch.zeros(math.prod(g.summary_shape), dtype=torch.double)
+    expected.index_add_(0, index.reshape(-1).long(), grad.reshape(-1))
+    torch.testing.assert_close(fold_filter_grad(grad, g).reshape(-1), expected)
+
+
+def test_large_layer_uses_fold_and_matches_scatter():
+    from fsnet_mmdet.fsconv import FOLD_MIN_FILTER_ELEMENTS
+
+    conv = FSConv(64, 128, 3, padding=1).double()
+    assert conv._fold is not None and conv.index.numel() >= FOLD_MIN_FILTER_ELEMENTS
+    x = torch.randn(2, 64, 6, 6, dtype=torch.double)
+    (conv(x) ** 2).sum().backward()
+    fast = conv.summary.grad.clone()
+    conv.summary.grad = None
+    filters = extract_filters(conv.summary, conv.index, conv.inv_multiplicity)
+    (F.conv2d(x, filters, conv.bias, padding=1) ** 2).sum().backward()
+    torch.testing.assert_close(fast, conv.summary.grad)

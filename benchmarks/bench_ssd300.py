@@ -1,0 +1,194 @@
+"""Dense SSD300-BN against FSNet-1 and FSNet-2 SSD300, measured side by side.
+
+Builds the three models in one process and times, interleaved, a training
+iteration (forward + loss + backward + SGD step) and the eval-mode forward
+(batch 1 and the training batch); measures the peak memory of a training
+iteration of each (a fresh process per model on CPU, peak RSS; on CUDA,
+max_memory_allocated) and the checkpoint bytes (dense fp32, FS fp32, FS WQ
+compressed); prints every ratio FS / dense.
+
+    python benchmarks/bench_ssd300.py [--device cpu|cuda] [--batch N] [--reps N]
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from timing import interleaved, med, spread  # noqa: E402
+
+import fsnet_mmdet  # noqa: E402,F401
+from fsnet_mmdet.export import fs_layers  # noqa: E402
+from fsnet_mmdet.fsconv import count_params  # noqa: E402
+from fsnet_mmdet.quantization import compress_state_dict, save_atomic  # noqa: E402
+from fsnet_mmdet.tools.count_params import build_model_from_config  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = {
+    'dense': 'configs/ssd300_bn_voc.py',
+    'fsnet1': 'configs/fsnet_ssd300_voc.py',
+    'fsnet2': 'configs/fsnet2_ssd300_voc.py',
+}
+
+
+def build(name: str, device: str):
+    torch.manual_seed(0)
+    model = build_model_from_config(os.path.join(ROOT, MODELS[name]))
+    model.init_weights()
+    return model.to(device)
+
+
+def synthetic_batch(batch: int, device: str, seed: int = 0):
+    """Normalized 300x300 images and 3 random boxes each, as DetDataSamples."""
+    from mmengine.structures import InstanceData
+    from mmdet.structures import DetDataSample
+
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(batch, 3, 300, 300, generator=g).to(device)
+    samples = []
+    for _ in range(batch):
+        xy = torch.rand(3, 2, generator=g) * 200
+        wh = 30 + torch.rand(3, 2, generator=g) * 70
+        sample = DetDataSample(metainfo=dict(
+            img_shape=(300, 300), batch_input_shape=(300, 300),
+            pad_shape=(300, 300), scale_factor=(1.0, 1.0), ori_shape=(300, 300)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.cat([xy, xy + wh], 1).to(device),
+            labels=torch.randint(0, 20, (3,), generator=g).to(device))
+        samples.append(sample)
+    return inputs, samples
+
+
+def train_step(model, optimizer, inputs, samples):
+    def run():
+        model.train()
+        losses = model.loss(inputs, samples)
+        loss, _ = model.parse_losses(losses)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return run
+
+
+def infer(model, inputs):
+    def run():
+        model.eval()
+        with torch.no_grad():
+            model(inputs, mode='tensor')
+    return run
+
+
+def checkpoint_bytes(models) -> dict:
+    sizes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in models.items():
+            state = {k: v.cpu() for k, v in model.state_dict().items()}
+            sizes[f'{name} fp32'] = save_atomic(state, os.path.join(tmp, name))
+            layers = fs_layers(model)
+            if layers:
+                ckpt = compress_state_dict(
+                    state, [f'{n}.summary' for n in layers], {})
+                sizes[f'{name} WQ'] = save_atomic(ckpt, os.path.join(tmp, name + 'wq'))
+    return sizes
+
+
+def memory_probe(name: str, batch: int) -> None:
+    """Print this process's peak RSS (KiB) after two training iterations."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = build(name, 'cpu')
+    inputs, samples = synthetic_batch(batch, 'cpu')
+    step = train_step(model, torch.optim.SGD(model.parameters(), lr=1e-3,
+                                             momentum=0.9), inputs, samples)
+    step(), step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(dict(peak_kib=peak, imports_kib=before)))
+
+
+def peak_memory(name: str, batch: int, device: str) -> float:
+    """Peak memory of a training iteration in MiB."""
+    if device.startswith('cuda'):
+        model = build(name, device)
+        inputs, samples = synthetic_batch(batch, device)
+        step = train_step(model, torch.optim.SGD(model.parameters(), lr=1e-3,
+                                                 momentum=0.9), inputs, samples)
+        step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        del model, step
+        torch.cuda.empty_cache()
+        return peak
+    out = subprocess.run([sys.executable, __file__, '--memory-probe', name,
+                          '--batch', str(batch)], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])['peak_kib'] / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch', type=int, default=None,
+                        help='training batch (default 8 on CPU, 32 on CUDA)')
+    parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    batch = args.batch or (32 if args.device.startswith('cuda') else 8)
+    if args.memory_probe:
+        return memory_probe(args.memory_probe, batch)
+
+    device_name = (torch.cuda.get_device_name() if args.device.startswith('cuda')
+                   else f'CPU, {torch.get_num_threads()} threads')
+    print(f'device: {device_name}; torch {torch.__version__}; training batch '
+          f'{batch}; {args.reps} interleaved repetitions (median, spread)')
+    models = {name: build(name, args.device) for name in MODELS}
+    inputs, samples = synthetic_batch(batch, args.device)
+    one = inputs[:1]
+    rows = {}
+    steps = {name: train_step(m, torch.optim.SGD(m.parameters(), lr=1e-3,
+                                                 momentum=0.9), inputs, samples)
+             for name, m in models.items()}
+    rows['train iteration'] = interleaved(steps, args.reps, device=args.device)
+    rows['inference batch 1'] = interleaved(
+        {n: infer(m, one) for n, m in models.items()}, args.reps * 4,
+        device=args.device)
+    rows[f'inference batch {batch}'] = interleaved(
+        {n: infer(m, inputs) for n, m in models.items()}, args.reps,
+        device=args.device)
+
+    print(f'\n{"measurement":<22} {"dense":>16} {"FSNet-1":>16} {"FSNet-2":>16} '
+          f'{"FS-1/dense":>10} {"FS-2/dense":>10}')
+    for what, times in rows.items():
+        cells = [f'{med(times[n]) * 1e3:9.1f} ms ±{spread(times[n]):3.0%}'
+                 for n in MODELS]
+        print(f'{what:<22} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} '
+              f'{med(times["fsnet1"]) / med(times["dense"]):>10.3f} '
+              f'{med(times["fsnet2"]) / med(times["dense"]):>10.3f}')
+    del models, steps
+    peaks = {n: peak_memory(n, batch, args.device) for n in MODELS}
+    print(f'{"peak memory (train)":<22} ' + ' '.join(
+        f'{peaks[n]:>13.0f} MiB' for n in MODELS) +
+        f' {peaks["fsnet1"] / peaks["dense"]:>10.3f} '
+        f'{peaks["fsnet2"] / peaks["dense"]:>10.3f}')
+
+    models = {n: build(n, 'cpu') for n in MODELS}
+    sizes = checkpoint_bytes(models)
+    reports = {n: count_params(m) for n, m in models.items()}
+    print('\ncheckpoint (state dict)      bytes   params (effective)   '
+          'bytes / (4 x params)   dense / this')
+    for key, size in sizes.items():
+        name = key.split()[0]
+        params = (reports[name].effective_wq if key.endswith('WQ')
+                  else reports[name].stored)
+        print(f'{key:<20} {size:>14,} {params:>18,.0f} {size / (4 * params):>22.3f} '
+              f'{sizes["dense fp32"] / size:>14.1f}')
+
+
+if __name__ == '__main__':
+    main()
