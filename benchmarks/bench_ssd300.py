@@ -12,7 +12,6 @@ compressed); prints every ratio FS / dense.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,9 @@ MODELS = {
 
 
 def build(name: str, device: str):
+    from mmengine.logging import MMLogger
+
+    MMLogger.get_current_instance().setLevel('WARNING')  # no init report
     torch.manual_seed(0)
     model = build_model_from_config(os.path.join(ROOT, MODELS[name]))
     model.init_weights()
@@ -97,16 +99,23 @@ def checkpoint_bytes(models) -> dict:
     return sizes
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident memory (VmHWM; unlike ru_maxrss, it is
+    not inherited from the parent across fork + exec)."""
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f
+                    if line.startswith('VmHWM:'))
+
+
 def memory_probe(name: str, batch: int) -> None:
     """Print this process's peak RSS (KiB) after two training iterations."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_kib()
     model = build(name, 'cpu')
     inputs, samples = synthetic_batch(batch, 'cpu')
     step = train_step(model, torch.optim.SGD(model.parameters(), lr=1e-3,
                                              momentum=0.9), inputs, samples)
     step(), step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps(dict(peak_kib=peak, imports_kib=before)))
+    print(json.dumps(dict(peak_kib=peak_rss_kib(), imports_kib=before)))
 
 
 def peak_memory(name: str, batch: int, device: str) -> float:

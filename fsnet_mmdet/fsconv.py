@@ -181,7 +181,8 @@ class FSConv(nn.Conv2d):
         return self._conv_forward(x, weight, self.bias)
 
     def train(self, mode: bool = True) -> 'FSConv':
-        self._eval_cache = None
+        if mode:
+            self._eval_cache = None  # frees the filters while training
         return super().train(mode)
 
     # ------------------------------------------------------------ state dict
