@@ -13,13 +13,35 @@ model = dict(
     neck=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg),
     bbox_head=dict(type='FSSSDHead', pred_conv_cfg=conv_cfg))
 
+# VOC07+12 trainval / VOC07 test as in mmdet's config, read by
+# CheckedVOCDataset: malformed annotations stop training, naming the file.
+data_root = 'data/VOCdevkit/'
+train_dataloader = dict(
+    batch_size=16,  # x 8 GPUs = 128 (recipe below)
+    num_workers=4,
+    dataset=dict(dataset=dict(datasets=[
+    dict(
+        type='CheckedVOCDataset',
+        data_root=data_root,
+        ann_file=f'{year}/ImageSets/Main/trainval.txt',
+        data_prefix=dict(sub_data_root=f'{year}/'),
+        filter_cfg=dict(filter_empty_gt=True, min_size=32),
+        pipeline={{_base_.train_pipeline}}) for year in ('VOC2007', 'VOC2012')
+    ])))
+val_dataloader = dict(dataset=dict(type='CheckedVOCDataset'))
+test_dataloader = val_dataloader
+# Every iteration: a NaN/inf loss stops training with the likely fix.
+custom_hooks = [
+    dict(type='NumClassCheckHook'),
+    dict(type='FiniteLossHook'),
+]
+
 # From-scratch recipe (ScratchDet, DSOD; see README "Training recipe"):
 # batch 128 = 8 GPUs x 16 with SyncBN across GPUs, SGD lr 0.05 after a linear
 # warm-up, about 120k iterations. VOC07+12 trainval has 16,551 images,
 # repeated 10x per epoch: 1,293 iterations per epoch at batch 128, so 93
 # epochs = 120k iterations; lr / 10 at 80k and 100k (epochs 62 and 77).
 # Expected wall time: not measured by us (see README "Training recipe").
-train_dataloader = dict(batch_size=16, num_workers=4)
 sync_bn = 'torch'  # BN -> SyncBN when launched on several GPUs
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))

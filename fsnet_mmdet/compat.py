@@ -19,7 +19,10 @@ still needed, so newer releases that fix the problem upstream are left alone.
    (CPU needs ``gloo``). Its Runner also wraps the model in DDP with
    ``device_ids=[LOCAL_RANK]``, which torch rejects for a CPU module: we drop
    ``device_ids`` when the module is on the CPU.
-3. SSDHead prediction. mmdet 3.3.0's ``SSDHead`` skips ``AnchorHead.__init__``
+3. Runner checkpoints (reliability, any version): saved atomically (a
+   temporary file renamed into place), and a load error names the file;
+   ``tools/test.py`` loads strictly (:data:`STRICT_LOAD`).
+4. SSDHead prediction. mmdet 3.3.0's ``SSDHead`` skips ``AnchorHead.__init__``
    and so has no ``loss_cls``, which ``BaseDenseHead._predict_by_feat_single``
    reads: every SSD config fails in test/inference (mmdet issues #11780,
    #11305). SSD uses softmax scores, so ``loss_cls`` is set to None (no custom
@@ -200,6 +203,48 @@ def _patch_ssd_head() -> None:
     SSDHead.__init__ = __init__
 
 
+#: Set by ``tools/test.py``: evaluation loads its checkpoint strictly (every
+#: key present, every shape equal), as evaluating other weights is wrong.
+STRICT_LOAD = {'enabled': False}
+
+
+def _patch_runner_checkpoints() -> None:
+    """Runner checkpoints: atomic saves; load errors that name the file."""
+    from mmengine.runner import Runner
+    from mmengine.runner import runner as runner_module
+
+    from .quantization import save_atomic
+
+    original_save = runner_module.save_checkpoint
+    if getattr(original_save, 'fsnet_patched', False):
+        return
+
+    @functools.wraps(original_save)
+    def save_checkpoint(checkpoint, filename, *args, **kwargs):
+        if '://' in str(filename) or args or any(kwargs.values()):
+            return original_save(checkpoint, filename, *args, **kwargs)
+        save_atomic(checkpoint, str(filename))  # never a half-written file
+
+    save_checkpoint.fsnet_patched = True
+    runner_module.save_checkpoint = save_checkpoint
+
+    original_load = Runner.load_checkpoint
+
+    @functools.wraps(original_load)
+    def load_checkpoint(self, filename, map_location='cpu', strict=False,
+                        revise_keys=[(r'^module.', '')]):
+        strict = strict or STRICT_LOAD['enabled']
+        try:
+            return original_load(self, filename, map_location, strict,
+                                 revise_keys)
+        except (ValueError, RuntimeError, KeyError) as err:
+            if str(filename) in str(err):
+                raise
+            raise type(err)(f'{filename}: {err}') from err
+
+    Runner.load_checkpoint = load_checkpoint
+
+
 def apply_patches() -> None:
     """Apply every fix above that the installed versions still need."""
     from mmengine.utils import digit_version
@@ -210,3 +255,4 @@ def apply_patches() -> None:
     if digit_version(mmengine.__version__) <= digit_version('0.10.7'):
         _patch_cpu_distributed()
     _patch_ssd_head()
+    _patch_runner_checkpoints()

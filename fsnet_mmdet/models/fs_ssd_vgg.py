@@ -26,6 +26,9 @@ class FSSSD300(BaseModule):
         norm_cfg: norm layer config; None for no normalization (stock SSD).
         act_cfg: activation config.
         in_channels: image channels.
+        widen_factor: multiplies every width (1.0 is SSD300); the demo's
+            CPU-scale models use 0.25. The neck and head take the widths
+            ``widths(widen_factor)``.
         init_cfg: initialization config.
 
     Returns (forward):
@@ -42,6 +45,7 @@ class FSSSD300(BaseModule):
                  norm_cfg: OptConfigType = dict(type='BN'),
                  act_cfg: ConfigType = dict(type='ReLU'),
                  in_channels: int = 3,
+                 widen_factor: float = 1.0,
                  init_cfg: MultiConfig = [
                      dict(type='Kaiming', layer='Conv2d'),
                      dict(type='Constant', val=1,
@@ -55,17 +59,23 @@ class FSSSD300(BaseModule):
                               dilation=dilation, conv_cfg=conv_cfg,
                               norm_cfg=norm_cfg, act_cfg=act_cfg)
 
+        if widen_factor <= 0:
+            raise ValueError(f'widen_factor must be > 0, got {widen_factor}')
+
+        def width(c: int) -> int:
+            return max(8, int(round(c * widen_factor)))
+
         layers = OrderedDict()
         channels = in_channels
         for i, stage in enumerate(self.stages, start=1):
             if i > 1:
                 layers[f'pool{i - 1}'] = nn.MaxPool2d(2, 2, ceil_mode=True)
-            for j, width in enumerate(stage, start=1):
-                layers[f'conv{i}_{j}'] = conv(channels, width, 3, padding=1)
-                channels = width
+            for j, c in enumerate(stage, start=1):
+                layers[f'conv{i}_{j}'] = conv(channels, width(c), 3, padding=1)
+                channels = width(c)
         layers['pool5'] = nn.MaxPool2d(3, 1, padding=1)
-        layers['fc6'] = conv(512, 1024, 3, padding=6, dilation=6)
-        layers['fc7'] = conv(1024, 1024, 1)
+        layers['fc6'] = conv(channels, width(1024), 3, padding=6, dilation=6)
+        layers['fc7'] = conv(width(1024), width(1024), 1)
         self.features = nn.Sequential(layers)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:

@@ -17,9 +17,28 @@ def mmdet_tool_path(name: str) -> str:
 
 
 def run_mmdet_tool(name: str) -> None:
-    """Run MMDetection's ``tools/<name>`` as ``__main__`` with fsnet_mmdet loaded."""
+    """Run MMDetection's ``tools/<name>`` with fsnet_mmdet loaded.
+
+    The script is MMDetection's own, unchanged: its ``parse_args`` reads the
+    command line, the config is checked (:func:`fsnet_mmdet.validate.check_config`)
+    before anything is built, then its ``main`` runs.
+    """
     import fsnet_mmdet  # noqa: F401  registers modules, applies compat fixes
+    from fsnet_mmdet import compat
+    from fsnet_mmdet.validate import check_config
+    from mmengine.config import Config
 
     path = mmdet_tool_path(name)
     sys.argv[0] = path
-    runpy.run_path(path, run_name='__main__')
+    tool = runpy.run_path(path, run_name='mmdet_tool')  # defines, runs nothing
+    args = tool['parse_args']()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    try:
+        check_config(cfg, args.config, launcher=args.launcher,
+                     training=name == 'train.py')
+    except ValueError as err:
+        raise SystemExit(f'error: {err}') from None
+    compat.STRICT_LOAD['enabled'] = name == 'test.py'
+    tool['main']()

@@ -11,7 +11,7 @@ train_dataloader = dict(
         times=1,
         dataset=dict(datasets=[
             dict(
-                type='VOCDataset',
+                type='CheckedVOCDataset',
                 data_root=data_root,
                 ann_file=f'{year}/ImageSets/Main/trainval.txt',
                 data_prefix=dict(sub_data_root=f'{year}/'),

@@ -1,0 +1,229 @@
+"""``make demo``: the whole method on a CPU, end to end, through the real tools.
+
+generate data -> tools/train.py (FS detector from scratch) -> tools/test.py
+(VOC mAP) -> tools/quantize.py (WQ) -> tools/test.py (mAP again) -> one
+table, a loss curve, detections drawn on test images and a parameters-vs-mAP
+chart next to the paper's Table 4, all under the work dir.
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = 'configs/demo/fsnet_ssd300_demo.py'
+WQ_CONFIG = 'configs/demo/fsnet_ssd300_demo_wq.py'
+#: Paper Table 4 (parameters, VOC2007 test mAP), for the chart.
+PAPER_TABLE4 = {
+    'SSD300 (paper)': (26.32e6, 77.31), 'Tiny SSD (paper)': (1.13e6, 61.3),
+    'FSNet-1 (paper)': (1.67e6, 67.60), 'FSNet-1-WQ (paper)': (0.45e6, 67.63),
+    'FSNet-2 (paper)': (2.59e6, 70.14), 'FSNet-2-WQ (paper)': (0.68e6, 70.00),
+}
+
+
+def _tool(*args: str) -> None:
+    """Run ``python tools/<args>`` from the repository root; fail loudly."""
+    cmd = [sys.executable, *args]
+    print('$', ' '.join(cmd), flush=True)
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        raise SystemExit(f'demo: step failed: {" ".join(args)}')
+
+
+def _data_options(data_root: str) -> List[str]:
+    root = data_root.rstrip('/') + '/'
+    return [f'train_dataloader.dataset.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}']
+
+
+def _map_of(work_dir: str) -> float:
+    """mAP from the newest metrics json that tools/test.py wrote in work_dir."""
+    files = sorted(glob.glob(os.path.join(work_dir, '*', '*.json')))
+    for path in reversed(files):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if 'pascal_voc/mAP' in record:
+                    return float(record['pascal_voc/mAP'])
+    raise SystemExit(f'demo: no pascal_voc/mAP in {work_dir}')
+
+
+def _loss_curve(train_dir: str, out: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    steps, losses = [], []
+    for path in sorted(glob.glob(os.path.join(train_dir, '*', 'vis_data',
+                                              'scalars.json'))):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if 'loss' in record and 'iter' in record:
+                    steps.append(record['iter'])
+                    losses.append(record['loss'])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, losses)
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('training loss (cls + bbox)')
+    ax.set_title('FSNet SSD300 (demo scale), trained from scratch on CPU')
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _chart(rows: List[dict], out: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, (params, m) in PAPER_TABLE4.items():
+        ax.scatter(params / 1e6, m, marker='s', color='tab:gray')
+        ax.annotate(name, (params / 1e6, m), fontsize=7,
+                    xytext=(4, 2), textcoords='offset points')
+    for row in rows:
+        ax.scatter(row['effective'] / 1e6, row['mAP'] * 100, color='tab:red')
+        ax.annotate(f'{row["variant"]} (ours, demo data)',
+                    (row['effective'] / 1e6, row['mAP'] * 100), fontsize=7,
+                    color='tab:red', xytext=(4, -9), textcoords='offset points')
+    ax.set_xscale('log')
+    ax.set_xlabel('(effective) parameters, millions')
+    ax.set_ylabel('mAP@0.5 (%)')
+    ax.set_title('Paper Table 4 (VOC2007 test, gray) and this demo (red)\n'
+                 'different data: the demo points are not comparable in mAP',
+                 fontsize=9)
+    ax.grid(alpha=0.3, which='both')
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _detections(checkpoint: str, data_root: str, out_dir: str,
+                count: int = 4) -> None:
+    """Draw the WQ model's detections on the first test images (mmdet's visualizer)."""
+    import mmcv
+    from mmdet.apis import inference_detector, init_detector
+    from mmdet.registry import VISUALIZERS
+
+    model = init_detector(os.path.join(ROOT, WQ_CONFIG), checkpoint,
+                          device='cpu')
+    visualizer = VISUALIZERS.build(model.cfg.visualizer)
+    visualizer.dataset_meta = model.dataset_meta
+    voc = os.path.join(data_root, 'VOC2007')
+    with open(os.path.join(voc, 'ImageSets', 'Main', 'test.txt')) as f:
+        names = f.read().split()[:count]
+    for i, name in enumerate(names):
+        path = os.path.join(voc, 'JPEGImages', f'{name}.jpg')
+        image = mmcv.imread(path, channel_order='rgb')
+        visualizer.add_datasample(
+            name, image, data_sample=inference_detector(model, path),
+            draw_gt=False, pred_score_thr=0.3,
+            out_file=os.path.join(out_dir, f'detections_{i}.jpg'))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--data-root', default='data/demo/VOCdevkit')
+    parser.add_argument('--num-trainval', type=int, default=None,
+                        help='generated training images (default: the spec)')
+    parser.add_argument('--num-test', type=int, default=None)
+    parser.add_argument('--iters', type=int, default=None,
+                        help='training iterations (default: the config)')
+    parser.add_argument('--force', action='store_true',
+                        help='delete the results of an earlier run first')
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from ..datasets.synthetic_voc import SyntheticVOCSpec, ensure_dataset
+    from ..fsconv import count_params
+    from ..quantization import save_atomic
+    from .count_params import build_model_from_config
+
+    start = time.time()
+    work_dir = os.path.abspath(args.work_dir)
+    summary_path = os.path.join(work_dir, 'summary.json')
+    if os.path.exists(summary_path) and not args.force:
+        raise SystemExit(f'demo: {work_dir} already holds a finished demo '
+                         f'({summary_path}); rerun with --force to replace it, '
+                         f'or give another --work-dir')
+    if args.force and os.path.exists(work_dir):
+        shutil.rmtree(work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+
+    spec_args = {k: v for k, v in (('num_trainval', args.num_trainval),
+                                   ('num_test', args.num_test)) if v}
+    data_root = os.path.abspath(args.data_root)
+    print(f'[1/6] data: {data_root}', flush=True)
+    ensure_dataset(data_root, SyntheticVOCSpec(**spec_args))
+
+    options = _data_options(data_root)
+    train_dir = os.path.join(work_dir, 'train')
+    resume = glob.glob(os.path.join(train_dir, 'iter_*.pth'))
+    if resume:
+        print(f'[2/6] train: resuming the interrupted run in {train_dir}')
+    else:
+        print(f'[2/6] train: {CONFIG} -> {train_dir}')
+    train_opts = list(options)
+    if args.iters:
+        train_opts += [f'train_cfg.max_iters={args.iters}',
+                       f'default_hooks.checkpoint.interval={args.iters}']
+    _tool('tools/train.py', CONFIG, '--work-dir', train_dir,
+          *(['--resume'] if resume else []), '--cfg-options', *train_opts)
+    with open(os.path.join(train_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+
+    print('[3/6] test the FS model (VOC 11-point mAP@0.5)', flush=True)
+    fs_dir = os.path.join(work_dir, 'test_fs')
+    _tool('tools/test.py', CONFIG, checkpoint, '--work-dir', fs_dir,
+          '--cfg-options', *options)
+    print('[4/6] quantize (WQ)', flush=True)
+    wq_path = os.path.join(work_dir, 'fsnet_wq.pth')
+    _tool('tools/quantize.py', CONFIG, checkpoint, wq_path)
+    print('[5/6] test the WQ model', flush=True)
+    wq_dir = os.path.join(work_dir, 'test_wq')
+    _tool('tools/test.py', WQ_CONFIG, wq_path, '--work-dir', wq_dir,
+          '--cfg-options', *options)
+
+    print('[6/6] table and pictures', flush=True)
+    model = build_model_from_config(os.path.join(ROOT, CONFIG))
+    report = count_params(model)
+    state = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    fp32_path = os.path.join(work_dir, 'fsnet_fp32.pth')
+    fp32_bytes = save_atomic(state['state_dict'], fp32_path)
+    rows = [
+        dict(variant='FSNet', params=report.stored, effective=report.stored,
+             bytes=fp32_bytes, mAP=_map_of(fs_dir)),
+        dict(variant='FSNet-WQ', params=report.stored,
+             effective=report.effective_wq, bytes=os.path.getsize(wq_path),
+             mAP=_map_of(wq_dir)),
+    ]
+    pictures = os.path.join(work_dir, 'pictures')
+    os.makedirs(pictures, exist_ok=True)
+    _loss_curve(train_dir, os.path.join(pictures, 'loss.png'))
+    _chart(rows, os.path.join(pictures, 'params_vs_map.png'))
+    _detections(wq_path, data_root, pictures)
+
+    lines = ['| variant | parameters | effective parameters | checkpoint bytes '
+             '| mAP@0.5 (demo test split) |', '|---|---|---|---|---|',
+             f'| dense equivalent (not trained) | {report.dense:,} | '
+             f'{report.dense:,} | {4 * report.dense:,} (fp32) | - |']
+    lines += [f'| {r["variant"]} | {r["params"]:,} | {r["effective"]:,.0f} | '
+              f'{r["bytes"]:,} | {r["mAP"]:.3f} |' for r in rows]
+    table = '\n'.join(lines)
+    elapsed = time.time() - start
+    with open(os.path.join(work_dir, 'summary.md'), 'w') as f:
+        f.write(table + f'\n\nwall time {elapsed / 60:.1f} min\n')
+    with open(summary_path, 'w') as f:
+        json.dump(dict(rows=rows, dense=report.dense, wall_s=elapsed), f, indent=1)
+    print('\n' + table)
+    print(f'\ndemo finished in {elapsed / 60:.1f} min; results, pictures and '
+          f'checkpoints in {work_dir}')
