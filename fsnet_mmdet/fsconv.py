@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -238,38 +238,15 @@ class FSConv(nn.Conv2d):
 
 # ----------------------------------------------------------------- accounting
 @dataclass(frozen=True)
-class LayerParams:
-    """Parameter count of one conv layer.
+class ParamCounts:
+    """Parameter counts of a layer or a model.
 
     Attributes:
-        name: module name in the model.
-        dense: parameters of the equivalent dense conv (weight + bias).
+        dense: parameters with every FSConv made dense (weight + bias).
         stored: parameters actually stored (summary + bias for FSConv).
-        summary: summary elements (0 for a dense conv); the part WQ quantizes.
+        summary: summary elements (0 for dense convs); the part WQ quantizes.
     """
 
-    name: str
-    dense: int
-    stored: int
-    summary: int
-
-    @property
-    def ratio(self) -> float:
-        return self.dense / self.stored
-
-
-@dataclass(frozen=True)
-class ModelParams:
-    """Parameter accounting of a model.
-
-    Attributes:
-        layers: one entry per conv layer (dense and FS).
-        dense: parameters of the model with every FSConv made dense.
-        stored: parameters the model stores.
-        summary: summary elements over all FS layers.
-    """
-
-    layers: List[LayerParams]
     dense: int
     stored: int
     summary: int
@@ -284,15 +261,29 @@ class ModelParams:
         return self.stored - self.summary + self.summary / 4
 
 
+@dataclass(frozen=True)
+class LayerParams(ParamCounts):
+    """Parameter counts of one conv layer, named as in the model."""
+
+    name: str = ''
+
+
+@dataclass(frozen=True)
+class ModelParams(ParamCounts):
+    """Parameter counts of a model; non-conv parameters count in both totals."""
+
+    layers: List[LayerParams] = field(default_factory=list)
+
+
 def layer_params(name: str, conv: nn.Conv2d) -> LayerParams:
     """Parameter count of one ``nn.Conv2d`` or :class:`FSConv`."""
     bias = conv.bias.numel() if conv.bias is not None else 0
     dense = (conv.out_channels * conv.in_channels // conv.groups *
              math.prod(conv.kernel_size) + bias)
     if isinstance(conv, FSConv):
-        return LayerParams(name, dense, conv.summary.numel() + bias,
-                           conv.summary.numel())
-    return LayerParams(name, dense, dense, 0)
+        return LayerParams(dense, conv.summary.numel() + bias,
+                           conv.summary.numel(), name=name)
+    return LayerParams(dense, dense, 0, name=name)
 
 
 def count_params(model: nn.Module) -> ModelParams:
@@ -304,5 +295,5 @@ def count_params(model: nn.Module) -> ModelParams:
               if isinstance(m, nn.Conv2d)]
     stored = sum(p.numel() for p in model.parameters())
     saved = sum(layer.dense - layer.stored for layer in layers)
-    return ModelParams(layers, stored + saved, stored,
-                       sum(layer.summary for layer in layers))
+    return ModelParams(stored + saved, stored,
+                       sum(layer.summary for layer in layers), layers=layers)

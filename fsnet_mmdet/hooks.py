@@ -1,6 +1,8 @@
 """Training hooks."""
 import math
 
+import torch
+
 from mmengine.hooks import Hook
 from mmdet.registry import HOOKS
 
@@ -20,7 +22,8 @@ class FiniteLossHook(Hook):
                          outputs=None) -> None:
         if not outputs or 'loss' not in outputs:
             return
-        values = {k: float(v) for k, v in outputs.items() if 'loss' in k}
+        values = {k: float(v.detach() if isinstance(v, torch.Tensor) else v)
+                  for k, v in outputs.items() if 'loss' in k}
         if all(math.isfinite(v) for v in values.values()):
             return
         terms = ', '.join(f'{k}={v}' for k, v in values.items())

@@ -11,10 +11,6 @@ from typing import Iterator, Tuple
 
 import torch
 
-#: Classes of the datasets whose metainfo is implicit.
-DEFAULT_NUM_CLASSES = {'VOCDataset': 20, 'CocoDataset': 80}
-
-
 def _walk(node, key: str = '') -> Iterator[Tuple[str, dict]]:
     """Every dict in a nested config with its dotted key."""
     if isinstance(node, dict):
@@ -75,6 +71,8 @@ def _check_model_builds(cfg, path: str) -> None:
 
 
 def _check_data(cfg, path: str, training: bool) -> None:
+    from mmdet.registry import DATASETS
+
     loaders = ['train_dataloader', 'val_dataloader'] if training else [
         'test_dataloader']
     head = cfg.get('model', {}).get('bbox_head') or cfg.get('model', {}).get(
@@ -101,8 +99,10 @@ def _check_data(cfg, path: str, training: bool) -> None:
                     f'README for the VOCdevkit layout, or override it with '
                     f'--cfg-options {key}.data_root=...)')
             classes = (dataset.get('metainfo') or {}).get('classes')
-            expected = (len(classes) if classes else
-                        DEFAULT_NUM_CLASSES.get(dataset.get('type')))
+            if not classes:  # the dataset class's own METAINFO
+                dataset_cls = DATASETS.get(dataset.get('type', ''))
+                classes = getattr(dataset_cls, 'METAINFO', {}).get('classes')
+            expected = len(classes) if classes else None
             if num_classes is not None and expected is not None and \
                     num_classes != expected:
                 raise ValueError(

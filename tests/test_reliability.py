@@ -119,7 +119,6 @@ def _voc_copy(tmp_path):
 
 
 def _dataset(root):
-    from mmdet.datasets import build_dataset  # noqa: F401  registers mmdet
     from mmdet.registry import DATASETS
     from mmengine.registry import init_default_scope
 

@@ -41,7 +41,7 @@ class SyntheticVOCSpec:
     max_objects: int = 4
     min_scale: float = 0.15      # object size / shorter image side
     max_scale: float = 0.55
-    version: int = 2             # bump when the generator changes
+    version: int = 3             # bump when the generator changes
 
 
 def _shape_mask(cls: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -81,7 +81,7 @@ def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     low = rng.uniform(40, 200, (4, 4, 3)).astype(np.float32)
     img = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
     img += rng.normal(0, 12, (h, w, 3)).astype(np.float32)
-    for _ in range(rng.integers(4, 12)):  # clutter: muted lines and boxes
+    for _ in range(rng.integers(2, 7)):  # clutter: muted lines and boxes
         color = tuple(float(v) for v in rng.uniform(50, 180, 3))
         p1 = tuple(int(v) for v in rng.integers(0, [w, h]))
         p2 = tuple(int(v) for v in rng.integers(0, [w, h]))
