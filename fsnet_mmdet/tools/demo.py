@@ -88,11 +88,12 @@ def _chart(rows: List[dict], out: str) -> None:
         ax.scatter(params / 1e6, m, marker='s', color='tab:gray')
         ax.annotate(name, (params / 1e6, m), fontsize=7,
                     xytext=(4, 2), textcoords='offset points')
-    for row in rows:
+    for i, row in enumerate(rows):
         ax.scatter(row['effective'] / 1e6, row['mAP'] * 100, color='tab:red')
         ax.annotate(f'{row["variant"]} (ours, demo data)',
                     (row['effective'] / 1e6, row['mAP'] * 100), fontsize=7,
-                    color='tab:red', xytext=(4, -9), textcoords='offset points')
+                    color='tab:red', xytext=(4, 6 - 14 * i),
+                    textcoords='offset points')
     ax.set_xscale('log')
     ax.set_xlabel('(effective) parameters, millions')
     ax.set_ylabel('mAP@0.5 (%)')
