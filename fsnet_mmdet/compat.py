@@ -140,10 +140,19 @@ def _register_checkpoint_loader() -> None:
         return checkpoint
 
 
-def _init_dist_pytorch_cpu(original):
-    """Wrap mmengine's ``_init_dist_pytorch`` to work without CUDA."""
+def _wrap(owner, name: str, wrapper_of) -> None:
+    """Replace ``owner.name`` by ``wrapper_of(original)``, once (idempotent)."""
+    original = getattr(owner, name)
+    if getattr(original, 'fsnet_patched', False):
+        return
+    wrapped = functools.wraps(original)(wrapper_of(original))
+    wrapped.fsnet_patched = True
+    setattr(owner, name, wrapped)
 
-    @functools.wraps(original)
+
+def _init_dist_pytorch_cpu(original):
+    """mmengine's ``_init_dist_pytorch``, working without CUDA."""
+
     def init(backend, init_backend='torch', **kwargs):
         if torch.cuda.is_available():
             return original(backend, init_backend=init_backend, **kwargs)
@@ -157,50 +166,38 @@ def _init_dist_pytorch_cpu(original):
                              f"on CPU; allowed: 'torch'")
         torch.distributed.init_process_group(backend=backend, **kwargs)
 
-    init.fsnet_patched = True
     return init
 
 
 def _ddp_init_cpu(original):
-    """Wrap ``MMDistributedDataParallel.__init__``: no ``device_ids`` on CPU."""
+    """``MMDistributedDataParallel.__init__`` without ``device_ids`` on CPU."""
 
-    @functools.wraps(original)
     def __init__(self, module, *args, **kwargs):
         on_cpu = all(p.device.type == 'cpu' for p in module.parameters())
         if on_cpu and kwargs.get('device_ids') is not None:
             kwargs['device_ids'] = None  # the Runner passes [LOCAL_RANK]
         original(self, module, *args, **kwargs)
 
-    __init__.fsnet_patched = True
     return __init__
 
 
 def _patch_cpu_distributed() -> None:
     from mmengine.dist import utils
-    from mmengine.model import MMDistributedDataParallel as DDP
+    from mmengine.model import MMDistributedDataParallel
 
-    if not getattr(utils._init_dist_pytorch, 'fsnet_patched', False):
-        utils._init_dist_pytorch = _init_dist_pytorch_cpu(
-            utils._init_dist_pytorch)
-    if not getattr(DDP.__init__, 'fsnet_patched', False):
-        DDP.__init__ = _ddp_init_cpu(DDP.__init__)
+    _wrap(utils, '_init_dist_pytorch', _init_dist_pytorch_cpu)
+    _wrap(MMDistributedDataParallel, '__init__', _ddp_init_cpu)
 
 
-def _patch_ssd_head() -> None:
-    from mmdet.models.dense_heads import SSDHead
+def _ssd_head_init(original):
+    """``SSDHead.__init__`` that leaves ``loss_cls = None`` for prediction."""
 
-    original = SSDHead.__init__
-    if getattr(original, 'fsnet_patched', False):
-        return
-
-    @functools.wraps(original)
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
         if not hasattr(self, 'loss_cls'):
             self.loss_cls = None
 
-    __init__.fsnet_patched = True
-    SSDHead.__init__ = __init__
+    return __init__
 
 
 #: Set by ``tools/test.py``: evaluation loads its checkpoint strictly (every
@@ -208,41 +205,41 @@ def _patch_ssd_head() -> None:
 STRICT_LOAD = {'enabled': False}
 
 
-def _patch_runner_checkpoints() -> None:
-    """Runner checkpoints: atomic saves; load errors that name the file."""
-    from mmengine.runner import Runner
-    from mmengine.runner import runner as runner_module
-
+def _atomic_save(original):
+    """mmengine's ``save_checkpoint``; local files are written atomically."""
     from .quantization import save_atomic
 
-    original_save = runner_module.save_checkpoint
-    if getattr(original_save, 'fsnet_patched', False):
-        return
-
-    @functools.wraps(original_save)
     def save_checkpoint(checkpoint, filename, *args, **kwargs):
         if '://' in str(filename) or args or any(kwargs.values()):
-            return original_save(checkpoint, filename, *args, **kwargs)
+            return original(checkpoint, filename, *args, **kwargs)
         save_atomic(checkpoint, str(filename))  # never a half-written file
 
-    save_checkpoint.fsnet_patched = True
-    runner_module.save_checkpoint = save_checkpoint
+    return save_checkpoint
 
-    original_load = Runner.load_checkpoint
 
-    @functools.wraps(original_load)
+def _load_naming_file(original):
+    """``Runner.load_checkpoint``: strict under :data:`STRICT_LOAD`, errors
+    that name the file."""
+
     def load_checkpoint(self, filename, map_location='cpu', strict=False,
                         revise_keys=[(r'^module.', '')]):
         strict = strict or STRICT_LOAD['enabled']
         try:
-            return original_load(self, filename, map_location, strict,
-                                 revise_keys)
+            return original(self, filename, map_location, strict, revise_keys)
         except (ValueError, RuntimeError, KeyError) as err:
             if str(filename) in str(err):
                 raise
             raise type(err)(f'{filename}: {err}') from err
 
-    Runner.load_checkpoint = load_checkpoint
+    return load_checkpoint
+
+
+def _patch_runner_checkpoints() -> None:
+    from mmengine.runner import Runner
+    from mmengine.runner import runner as runner_module
+
+    _wrap(runner_module, 'save_checkpoint', _atomic_save)
+    _wrap(Runner, 'load_checkpoint', _load_naming_file)
 
 
 def apply_patches() -> None:
@@ -254,5 +251,6 @@ def apply_patches() -> None:
     _register_checkpoint_loader()
     if digit_version(mmengine.__version__) <= digit_version('0.10.7'):
         _patch_cpu_distributed()
-    _patch_ssd_head()
+    from mmdet.models.dense_heads import SSDHead
+    _wrap(SSDHead, '__init__', _ssd_head_init)
     _patch_runner_checkpoints()

@@ -128,8 +128,7 @@ class FSConv(nn.Conv2d):
     def weight(self) -> Tensor:
         """Dense (K, C, S1, S2) filters, detached; in-place writes reach the summary."""
         self._write_back()
-        with torch.no_grad():
-            dense = self.summary.reshape(-1)[self.index]
+        dense = self._gather()
         self._dense = (dense, dense._version)
         return dense
 
@@ -159,16 +158,19 @@ class FSConv(nn.Conv2d):
         inv = self.inv_multiplicity if self.grad_reduction == 'mean' else None
         return extract_filters(self.summary, self.index, inv, self._fold)
 
+    @torch.no_grad()
+    def _gather(self) -> Tensor:
+        """The (K, C, S1, S2) filters, detached, from the current summary."""
+        return self.summary.reshape(-1).index_select(
+            0, self.index.reshape(-1)).view(self.index.shape)
+
     def _eval_filters(self) -> Tensor:
         """Filters reused across eval-mode calls while the summary is unchanged."""
         self._write_back()
         s = self.summary
         key = (s._version, s.data_ptr(), s.dtype, s.device)
         if self._eval_cache is None or self._eval_cache[1] != key:
-            with torch.no_grad():
-                filters = s.reshape(-1).index_select(
-                    0, self.index.reshape(-1)).view(self.index.shape)
-            self._eval_cache = (filters, key)
+            self._eval_cache = (self._gather(), key)
         return self._eval_cache[0]
 
     def forward(self, x: Tensor) -> Tensor:
