@@ -27,6 +27,12 @@ still needed, so newer releases that fix the problem upstream are left alone.
    reads: every SSD config fails in test/inference (mmdet issues #11780,
    #11305). SSD uses softmax scores, so ``loss_cls`` is set to None (no custom
    class channels), which is what prediction needs.
+5. VOC per-class table. mmdet 3.3.0's ``VOCMetric`` names the rows of its
+   per-class AP table with the 20 VOC names whenever the dataset is of a
+   VOC2007/VOC2012 type, whatever its ``metainfo`` classes: a VOC-layout
+   dataset with its own classes was reported as aeroplane, bicycle, ... We
+   evaluate such a dataset under its own class names (the AP values do not
+   depend on the names; only the table's labels change).
 """
 from __future__ import annotations
 
@@ -200,6 +206,28 @@ def _ssd_head_init(original):
     return __init__
 
 
+def _voc_metric_own_classes(original):
+    """``VOCMetric.compute_metrics`` that labels the table with the dataset's classes."""
+    from mmdet.datasets import VOCDataset
+
+    voc_classes = tuple(VOCDataset.METAINFO['classes'])
+
+    def compute_metrics(self, results):
+        meta = self.dataset_meta or {}
+        if tuple(meta.get('classes', voc_classes)) == voc_classes or \
+                'dataset_type' not in meta:
+            return original(self, results)
+        # Without a VOC dataset_type, VOCMetric passes the class names on.
+        self._dataset_meta = {k: v for k, v in meta.items()
+                              if k != 'dataset_type'}
+        try:
+            return original(self, results)
+        finally:
+            self._dataset_meta = meta
+
+    return compute_metrics
+
+
 #: Set by ``tools/test.py``: evaluation loads its checkpoint strictly (every
 #: key present, every shape equal), as evaluating other weights is wrong.
 STRICT_LOAD = {'enabled': False}
@@ -253,4 +281,6 @@ def apply_patches() -> None:
         _patch_cpu_distributed()
     from mmdet.models.dense_heads import SSDHead
     _wrap(SSDHead, '__init__', _ssd_head_init)
+    from mmdet.evaluation import VOCMetric
+    _wrap(VOCMetric, 'compute_metrics', _voc_metric_own_classes)
     _patch_runner_checkpoints()

@@ -54,6 +54,12 @@ class FSConv(nn.Conv2d):
         pointwise_ratio: compression ratio of a 1x1 layer (default 8).
         preset: K3 table by number of filters: ``'paper'`` (Table 1, default),
             ``'fsnet1'`` or ``'fsnet2'`` (the SSD300 presets).
+        k3_scale: multiplies the preset's K3 of spatial kernels (2.0 about
+            doubles their compression, 0.5 halves it; Eq. 1).
+        self_wrap: along a spatial axis with a single filter (K1 = 1 or
+            K2 = 1) keep the stride ``ceil(S / 2)``, which wraps the filter
+            onto itself (its first and last rows equal); default False: the
+            stride there is S (README "Geometry").
         grad_reduction: ``'mean'`` (Eq. 2, default) or ``'sum'`` (plain
             indexing, as the authors' 3D-FilterMap code).
         wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
@@ -79,6 +85,8 @@ class FSConv(nn.Conv2d):
                  strides: Optional[Sequence[int]] = None,
                  pointwise_ratio: Optional[int] = None,
                  preset: str = 'paper',
+                 k3_scale: float = 1.0,
+                 self_wrap: bool = False,
                  grad_reduction: str = 'mean',
                  wq: bool = False) -> None:
         if groups != 1:
@@ -95,7 +103,7 @@ class FSConv(nn.Conv2d):
         self.geometry: FSGeometry = resolve_geometry(
             in_channels, out_channels, self.kernel_size, sampling=sampling,
             k3=k3, strides=strides, pointwise_ratio=pointwise_ratio,
-            preset=preset)
+            preset=preset, k3_scale=k3_scale, self_wrap=self_wrap)
         self.grad_reduction = grad_reduction
         self.wq = bool(wq)
         factory = dict(device=device, dtype=dtype)

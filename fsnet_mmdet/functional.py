@@ -24,7 +24,12 @@ Choices the paper leaves open, each with one rule (documented in the README):
   ``gcd(K, C)`` not above it, so that ``Cm = C`` exactly (``z = C / K3``);
   e.g. 1024 -> 8, 84 -> 4, 126 filters on 1024 channels -> 2, C = 3 -> 1.
 * ``K1 x K2 = K / K3`` is factored as squarely as possible with ``K1 <= K2``.
-* Spatial strides default to ``ceil(S / 2)`` (2 for 3x3, as in the paper; 1 for 1x1).
+* Spatial strides default to ``ceil(S / 2)`` (2 for 3x3, as in the paper; 1 for 1x1),
+  except along a spatial axis with a single filter (``K1 = 1`` or ``K2 = 1``,
+  e.g. a head predictor with a prime K / K3), whose stride is the filter size:
+  there half a stride would tie the filter's first and last rows (columns)
+  to one summary row, a wrap of the filter onto itself that shares nothing
+  between filters (``self_wrap=True`` keeps ``ceil(S / 2)`` there).
 * A 1x1 layer takes ``(1, 1, K)`` and ``z = C / pointwise_ratio`` (default
   ratio 8: ``Cm = K * C / 8``); the default ratio is lowered to the largest
   divisor of ``C`` not above 8 when 8 does not divide ``C``.
@@ -73,6 +78,14 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
+def _positive_scale(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 < value < math.inf):
+        raise ValueError(f'{name} must be a positive finite number, got '
+                         f'{value!r}')
+    return float(value)
+
+
 def _triple(name: str, value) -> Tuple[int, int, int]:
     if not isinstance(value, Sequence) or len(value) != 3:
         raise ValueError(f'{name} must be a sequence of three positive ints, '
@@ -81,7 +94,7 @@ def _triple(name: str, value) -> Tuple[int, int, int]:
 
 
 def default_k3(num_filters: int, in_channels: int,
-               preset: str = 'paper') -> int:
+               preset: str = 'paper', k3_scale: float = 1.0) -> int:
     """Channel sampling number K3 for a spatial (non-1x1) kernel.
 
     Table 1 of the paper (``preset='paper'``) gives K3 for 12, 16, 32, 64, 128,
@@ -96,6 +109,9 @@ def default_k3(num_filters: int, in_channels: int,
         num_filters: K, the layer's output channels.
         in_channels: C, the filters' channel size.
         preset: a key of :data:`K3_PRESETS`.
+        k3_scale: multiplies the preset's value before it is lowered (rounded,
+            at least 1): a model-wide compression knob; Eq. 1 makes a 3x3
+            layer's ratio proportional to K3.
 
     Returns:
         K3, a common divisor of ``num_filters`` and ``in_channels``.
@@ -114,6 +130,7 @@ def default_k3(num_filters: int, in_channels: int,
             f'preset={preset!r} has no K3 for a layer with {num_filters} '
             f'filters; it lists {sorted(table)}. Give this layer k3= or '
             f"sampling= explicitly, or use preset='paper'")
+    cap = max(1, round(cap * _positive_scale('k3_scale', k3_scale)))
     common = math.gcd(num_filters, in_channels)
     return max(d for d in _divisors(common) if d <= cap)
 
@@ -168,7 +185,9 @@ def resolve_geometry(in_channels: int,
                      k3: Optional[int] = None,
                      strides: Optional[Sequence[int]] = None,
                      pointwise_ratio: Optional[int] = None,
-                     preset: str = 'paper') -> FSGeometry:
+                     preset: str = 'paper',
+                     k3_scale: float = 1.0,
+                     self_wrap: bool = False) -> FSGeometry:
     """Resolve a layer's sampling numbers and strides from its options.
 
     Every argument after ``kernel_size`` overrides one default (see the module
@@ -185,6 +204,9 @@ def resolve_geometry(in_channels: int,
             summary element is used by some filter.
         pointwise_ratio: compression of a 1x1 layer, ``C / z``; must divide C.
         preset: K3 table for spatial kernels, a key of :data:`K3_PRESETS`.
+        k3_scale: multiplies the preset's K3 (see :func:`default_k3`).
+        self_wrap: keep the default spatial stride ``ceil(S / 2)`` also along
+            an axis with a single filter, which then wraps onto itself.
 
     Returns:
         The layer's FSGeometry.
@@ -212,7 +234,7 @@ def resolve_geometry(in_channels: int,
                 f'filters out_channels={k}, got {math.prod(sampling)}')
     elif k3 is not None or not pointwise:
         if k3 is None:
-            k3 = default_k3(k, c, preset)
+            k3 = default_k3(k, c, preset, k3_scale)
         elif k % _positive_int('k3', k3):
             raise ValueError(f'k3={k3} must divide out_channels={k}; allowed: '
                              f'{_divisors(k)}')
@@ -242,7 +264,13 @@ def resolve_geometry(in_channels: int,
                     f'{_divisors(math.gcd(c, k))}, or give '
                     f'strides=(x, y, z) explicitly')
             z = c // sampling[2]
-        strides = (math.ceil(s1 / 2), math.ceil(s2 / 2), z)
+        # Half the filter (the paper's 2 for 3x3) between neighbouring
+        # filters; an axis with a single filter has no neighbour to share
+        # with, and half a stride would wrap the filter onto itself (rows 0
+        # and 2 of a 3x3 filter would be one summary row).
+        x = s1 if sampling[0] == 1 and not self_wrap else math.ceil(s1 / 2)
+        y = s2 if sampling[1] == 1 and not self_wrap else math.ceil(s2 / 2)
+        strides = (x, y, z)
 
     x, y, z = strides
     for name, stride, size in (('x', x, s1), ('y', y, s2), ('z', z, c)):

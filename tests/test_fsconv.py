@@ -43,6 +43,9 @@ CASES = [
     (8, 8, 3, 1, 1, 1, {'strides': (1, 3, 4)}),
     (16, 8, 1, 2, 0, 1, {'pointwise_ratio': 4}),
     (8, 16, 7, 2, 3, 1, {'k3': 8}),
+    (8, 28, 3, 1, 1, 1, {}),                       # K1 = 1: stride 3 along it
+    (8, 28, 3, 1, 1, 1, {'self_wrap': True}),      # the same, wrapping onto itself
+    (8, 16, 3, 1, 1, 1, {'k3_scale': 2.0}),
 ]
 
 
@@ -129,6 +132,35 @@ def test_default_rules_for_counts_outside_table1():
     assert resolve_geometry(3, 64, (3, 3)).summary_shape == (3, 16, 16)
     assert default_k3(512, 512, 'fsnet1') == 16
     assert default_k3(1024, 512, 'fsnet2') == 4
+
+
+def test_k3_scale_multiplies_the_preset_before_the_divisor_rule():
+    assert default_k3(64, 64, k3_scale=2) == 8
+    assert default_k3(64, 64, k3_scale=0.5) == 2
+    assert default_k3(64, 64, k3_scale=0.1) == 1       # at least 1
+    assert default_k3(84, 512, k3_scale=2) == 4        # 8 lowered to gcd 4
+    g1, g2 = (resolve_geometry(64, 64, (3, 3), k3_scale=s) for s in (1, 2))
+    assert g2.ratio == 2 * g1.ratio                     # Eq. 1: ratio ~ K3
+    for bad in (0, -1.0, float('nan'), True, '2'):
+        with pytest.raises(ValueError, match='k3_scale must be a positive'):
+            FSConv(8, 16, 3, k3_scale=bad)
+
+
+def test_single_filter_axis_gets_the_full_filter_stride():
+    # 28 filters, K3 = 4: K1 x K2 = 1 x 7, a head predictor's shape.
+    g = resolve_geometry(8, 28, (3, 3))
+    assert g.sampling == (1, 7, 4) and g.strides == (3, 2, 2)
+    assert g.summary_shape == (8, 3, 14)
+    index = filter_index(g).long()
+    # No filter reads one summary element twice: rows 0 and 2 differ.
+    flat = index.reshape(28, -1)
+    assert all(len(set(row.tolist())) == row.numel() for row in flat)
+    old = resolve_geometry(8, 28, (3, 3), self_wrap=True)
+    assert old.strides == (2, 2, 2) and old.summary_shape == (8, 2, 14)
+    index = filter_index(old)
+    assert torch.equal(index[:, :, 0], index[:, :, 2])  # tied to itself
+    # Both axes alone: the summary is a plain filter bank of K3 rotations.
+    assert resolve_geometry(8, 4, (3, 3), sampling=(1, 1, 4)).strides == (3, 3, 2)
 
 
 def test_index_and_multiplicity_match_loop():

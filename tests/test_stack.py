@@ -115,3 +115,38 @@ def test_cpu_distributed_init_without_cuda(monkeypatch):
                         lambda **kw: calls.append(kw))
     utils._init_dist_pytorch('gloo', timeout=None)
     assert calls == [dict(backend='gloo', timeout=None)]
+
+
+def test_voc_metric_names_the_datasets_own_classes(monkeypatch):
+    """VOC-layout data with its own classes: the per-class table uses them."""
+    import numpy as np
+    from mmdet.evaluation import VOCMetric
+    from mmdet.evaluation.functional import mean_ap
+
+    labels_seen = []
+    original = mean_ap.print_map_summary
+
+    def spy(mean_ap_value, results, dataset=None, *args, **kwargs):
+        labels_seen.append(dataset)
+        return original(mean_ap_value, results, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(mean_ap, 'print_map_summary', spy)
+    gt = dict(bboxes=np.array([[10, 10, 50, 50], [60, 60, 90, 95.]]),
+              labels=np.array([0, 1]), bboxes_ignore=np.zeros((0, 4)),
+              labels_ignore=np.zeros(0))
+    pred = [np.array([[11, 9, 50, 52, 0.9]]),
+            np.array([[0, 0, 20, 20, 0.8], [61, 60, 90, 90, 0.6]])]
+
+    def evaluate(meta):
+        metric = VOCMetric(metric='mAP', eval_mode='11points')
+        metric.dataset_meta = meta
+        return metric.compute_metrics([(gt, pred)])['mAP']
+
+    own = evaluate(dict(classes=('circle', 'square'), dataset_type='VOC2007'))
+    from mmdet.datasets import VOCDataset
+    voc_names = VOCDataset.METAINFO['classes']
+    voc = evaluate(dict(classes=voc_names, dataset_type='VOC2007'))
+    assert tuple(labels_seen[0]) == ('circle', 'square')
+    assert labels_seen[1] == 'voc'            # VOC's own names: mmdet's path
+    assert own == voc > 0                      # the names change no number
+    assert not set(voc_names) & set(labels_seen[0])

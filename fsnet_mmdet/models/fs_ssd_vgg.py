@@ -9,6 +9,26 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 
+#: SSD300's six output levels (conv4_3, fc7 and the four extra layers).
+SSD300_LEVEL_CHANNELS = (512, 1024, 512, 256, 256, 256)
+
+
+def scaled_width(channels: int, widen_factor: float) -> int:
+    """Width of a layer of ``channels`` under ``widen_factor`` (at least 8)."""
+    if not widen_factor > 0:
+        raise ValueError(f'widen_factor must be > 0, got {widen_factor}')
+    return max(8, int(round(channels * widen_factor)))
+
+
+def ssd300_widths(widen_factor: float) -> Tuple[int, ...]:
+    """Channels of SSD300's six levels at ``widen_factor``.
+
+    The neck takes ``in_channels=widths[:2], out_channels=widths`` and the
+    head ``in_channels=widths``, matching :class:`FSSSD300`'s outputs.
+    """
+    return tuple(scaled_width(c, widen_factor) for c in SSD300_LEVEL_CHANNELS)
+
+
 @MODELS.register_module()
 class FSSSD300(BaseModule):
     """SSD300's VGG16 with BatchNorm after every conv (FSNet paper, Sec. 3.2).
@@ -28,7 +48,7 @@ class FSSSD300(BaseModule):
         in_channels: image channels.
         widen_factor: multiplies every width (1.0 is SSD300); the demo's
             CPU-scale models use 0.25. The neck and head take the widths
-            ``widths(widen_factor)``.
+            :func:`ssd300_widths` ``(widen_factor)``.
         init_cfg: initialization config.
 
     Returns (forward):
@@ -59,11 +79,10 @@ class FSSSD300(BaseModule):
                               dilation=dilation, conv_cfg=conv_cfg,
                               norm_cfg=norm_cfg, act_cfg=act_cfg)
 
-        if widen_factor <= 0:
-            raise ValueError(f'widen_factor must be > 0, got {widen_factor}')
-
         def width(c: int) -> int:
-            return max(8, int(round(c * widen_factor)))
+            return scaled_width(c, widen_factor)
+
+        width(1)  # validates widen_factor before anything is built
 
         layers = OrderedDict()
         channels = in_channels

@@ -10,12 +10,11 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from typing import List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from .pipeline import ROOT, last_checkpoint, map_of, run_tool, training_records
+
 CONFIG = 'configs/demo/fsnet_ssd300_demo.py'
 WQ_CONFIG = 'configs/demo/fsnet_ssd300_demo_wq.py'
 #: Paper Table 4 (parameters, VOC2007 test mAP), for the chart.
@@ -26,14 +25,6 @@ PAPER_TABLE4 = {
 }
 
 
-def _tool(*args: str) -> None:
-    """Run ``python tools/<args>`` from the repository root; fail loudly."""
-    cmd = [sys.executable, *args]
-    print('$', ' '.join(cmd), flush=True)
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-        raise SystemExit(f'demo: step failed: {" ".join(args)}')
-
-
 def _data_options(data_root: str) -> List[str]:
     root = data_root.rstrip('/') + '/'
     return [f'train_dataloader.dataset.dataset.data_root={root}',
@@ -41,16 +32,8 @@ def _data_options(data_root: str) -> List[str]:
             f'test_dataloader.dataset.data_root={root}']
 
 
-def _map_of(work_dir: str) -> float:
-    """mAP from the newest metrics json that tools/test.py wrote in work_dir."""
-    files = sorted(glob.glob(os.path.join(work_dir, '*', '*.json')))
-    for path in reversed(files):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if 'pascal_voc/mAP' in record:
-                    return float(record['pascal_voc/mAP'])
-    raise SystemExit(f'demo: no pascal_voc/mAP in {work_dir}')
+def _tool(*args: str) -> None:
+    run_tool(*args, what='demo')
 
 
 def _loss_curve(train_dir: str, out: str) -> None:
@@ -58,15 +41,8 @@ def _loss_curve(train_dir: str, out: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    steps, losses = [], []
-    for path in sorted(glob.glob(os.path.join(train_dir, '*', 'vis_data',
-                                              'scalars.json'))):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if 'loss' in record and 'iter' in record:
-                    steps.append(record['iter'])
-                    losses.append(record['loss'])
+    records = [r for r in training_records(train_dir) if 'iter' in r]
+    steps, losses = [r['iter'] for r in records], [r['loss'] for r in records]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, losses)
     ax.set_xlabel('iteration')
@@ -179,8 +155,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                        f'default_hooks.checkpoint.interval={args.iters}']
     _tool('tools/train.py', CONFIG, '--work-dir', train_dir,
           *(['--resume'] if resume else []), '--cfg-options', *train_opts)
-    with open(os.path.join(train_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
+    checkpoint = last_checkpoint(train_dir)
 
     print('[3/6] test the FS model (VOC 11-point mAP@0.5)', flush=True)
     fs_dir = os.path.join(work_dir, 'test_fs')
@@ -202,10 +177,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     fp32_bytes = save_atomic(state['state_dict'], fp32_path)
     rows = [
         dict(variant='FSNet', params=report.stored, effective=report.stored,
-             bytes=fp32_bytes, mAP=_map_of(fs_dir)),
+             bytes=fp32_bytes, mAP=map_of(fs_dir)),
         dict(variant='FSNet-WQ', params=report.stored,
              effective=report.effective_wq, bytes=os.path.getsize(wq_path),
-             mAP=_map_of(wq_dir)),
+             mAP=map_of(wq_dir)),
     ]
     pictures = os.path.join(work_dir, 'pictures')
     os.makedirs(pictures, exist_ok=True)

@@ -1,0 +1,71 @@
+"""Steps shared by the demo and the accuracy benchmark: run a tool, read its logs."""
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_tool(*args: str, log: Optional[str] = None, what: str = 'step') -> None:
+    """Run ``python <args>`` (e.g. ``tools/train.py ...``) from the repository root.
+
+    Args:
+        *args: the script and its arguments.
+        log: file that receives the tool's stdout and stderr (appended); None
+            prints them.
+        what: name of the caller, for the error message.
+
+    Raises:
+        SystemExit: the tool failed; names the command (and the log file).
+    """
+    cmd = [sys.executable, *map(str, args)]
+    if log is None:
+        print('$', ' '.join(cmd), flush=True)
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+    else:
+        with open(log, 'a') as f:
+            f.write('$ ' + ' '.join(cmd) + '\n')
+            f.flush()
+            code = subprocess.run(cmd, cwd=ROOT, stdout=f,
+                                  stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        where = f' (output in {log})' if log else ''
+        raise SystemExit(f'{what}: step failed: {" ".join(map(str, args))}{where}')
+
+
+def map_of(work_dir: str) -> float:
+    """VOC mAP from the newest metrics json that ``tools/test.py`` wrote in ``work_dir``."""
+    for path in reversed(sorted(glob.glob(os.path.join(work_dir, '*', '*.json')))):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if 'pascal_voc/mAP' in record:
+                    return float(record['pascal_voc/mAP'])
+    raise SystemExit(f'no pascal_voc/mAP in {work_dir}')
+
+
+def training_records(train_dir: str) -> List[dict]:
+    """The training log records (``vis_data/scalars.json``) of a work dir, in order."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(train_dir, '*', 'vis_data',
+                                              'scalars.json'))):
+        with open(path) as f:
+            records += [r for r in map(json.loads, f) if 'loss' in r]
+    return records
+
+
+def seconds_per_iteration(train_dir: str) -> Optional[float]:
+    """Median training iteration time from the log (first record, the warm-up, dropped)."""
+    times = [r['time'] for r in training_records(train_dir) if 'time' in r]
+    times = times[1:] if len(times) > 1 else times
+    return statistics.median(times) if times else None
+
+
+def last_checkpoint(train_dir: str) -> str:
+    """The checkpoint the Runner wrote last (its ``last_checkpoint`` file)."""
+    with open(os.path.join(train_dir, 'last_checkpoint')) as f:
+        return f.read().strip()
