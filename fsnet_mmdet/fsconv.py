@@ -10,7 +10,7 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from .functional import (GRAD_REDUCTIONS, FSGeometry, extract_filters,
-                         filter_index, foldable, multiplicity,
+                         filter_index, foldable, multiplicity, project_filters,
                          representatives, resolve_geometry)
 
 #: Filter banks from this size on reduce their gradient by blocks
@@ -226,6 +226,36 @@ class FSConv(nn.Conv2d):
                 self.summary.copy_(fake_quantize(self.summary))
 
     # ------------------------------------------------------------------ misc
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, **fs_options) -> 'FSConv':
+        """An FSConv whose filters are the least-squares fit of ``conv``'s.
+
+        Same shapes, stride, padding, dilation and bias as ``conv``; the
+        summary is :func:`~fsnet_mmdet.functional.project_filters` of its
+        weight. ``relative_error(conv.weight)`` tells how close it came.
+
+        Args:
+            conv: a dense ``nn.Conv2d`` with ``groups=1``.
+            **fs_options: FSConv's keyword options (sampling, k3, preset, ...).
+        """
+        fs = cls(conv.in_channels, conv.out_channels, conv.kernel_size,
+                 conv.stride, conv.padding, conv.dilation, conv.groups,
+                 conv.bias is not None, conv.padding_mode,
+                 device=conv.weight.device, dtype=conv.weight.dtype,
+                 **fs_options)
+        with torch.no_grad():
+            fs.summary.copy_(project_filters(
+                conv.weight, fs.index, fs.summary.numel()).view_as(fs.summary))
+            if conv.bias is not None:
+                fs.bias.copy_(conv.bias)
+        return fs
+
+    def relative_error(self, dense_weight: Tensor) -> float:
+        """``||W - filters|| / ||W||`` for a dense (K, C, S1, S2) weight W."""
+        dense_weight = dense_weight.detach()
+        return float((self._gather() - dense_weight).norm() /
+                     dense_weight.norm())
+
     def to_conv2d(self) -> nn.Conv2d:
         """Bake: a plain ``nn.Conv2d`` with the extracted filters, same output."""
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,

@@ -431,6 +431,27 @@ def extract_filters(summary: Tensor, index: Tensor,
     return _ExtractFilters.apply(summary, index, inv_multiplicity, fold)
 
 
+def project_filters(filters: Tensor, index: Tensor, numel: int) -> Tensor:
+    """The summary whose filters are closest to ``filters`` (least squares).
+
+    Minimizes ``sum_t (M[T(t)] - W[t])^2`` over the summary ``M``: each
+    summary element reads into the filters alone, so the solution is, for every
+    summary element, the mean of the dense weights that map to it. Used to
+    start an FS layer from a trained dense one.
+
+    Args:
+        filters: (K, C, S1, S2) dense weights W.
+        index: (K, C, S1, S2) flat summary indices from :func:`filter_index`.
+        numel: number of summary elements.
+
+    Returns:
+        Flat (numel,) summary of the filters' dtype.
+    """
+    flat = filters.reshape(-1)
+    sums = flat.new_zeros(numel).index_add_(0, index.reshape(-1).long(), flat)
+    return sums / multiplicity(index, numel).to(flat.dtype)
+
+
 def representatives(index: Tensor, numel: int) -> Tensor:
     """For each summary element, the first filter element that reads it.
 

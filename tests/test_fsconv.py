@@ -306,3 +306,57 @@ def test_large_layer_uses_fold_and_matches_scatter():
     filters = extract_filters(conv.summary, conv.index, conv.inv_multiplicity)
     (F.conv2d(x, filters, conv.bias, padding=1) ** 2).sum().backward()
     torch.testing.assert_close(fast, conv.summary.grad)
+
+
+@pytest.mark.parametrize('cin,cout,ks,opts', [
+    (4, 8, 3, {}), (6, 28, 3, {}), (8, 16, 1, {}), (4, 6, (3, 5), {'k3': 2}),
+])
+def test_projection_from_dense_is_the_least_squares_solution(cin, cout, ks, opts):
+    torch.manual_seed(0)
+    dense = nn.Conv2d(cin, cout, ks, padding=1).double()
+    fs = FSConv.from_conv2d(dense, **opts)
+    # Explicit least squares: A[t, T(t)] = 1, min ||A m - w||.
+    index = fs.index.reshape(-1).long()
+    a = torch.zeros(index.numel(), fs.summary.numel(), dtype=torch.double)
+    a[torch.arange(index.numel()), index] = 1
+    solution = torch.linalg.lstsq(a, dense.weight.detach().reshape(-1, 1)).solution
+    torch.testing.assert_close(fs.summary.detach().reshape(-1), solution[:, 0])
+    torch.testing.assert_close(fs.bias, dense.bias)
+    assert (fs.stride, fs.padding) == (dense.stride, dense.padding)
+    residual = (a @ solution)[:, 0] - dense.weight.detach().reshape(-1)
+    expected = float(residual.norm() / dense.weight.detach().norm())
+    assert fs.relative_error(dense.weight) == pytest.approx(expected)
+    assert 0 < expected < 1
+    # A dense layer that is already an FS layer is recovered exactly.
+    again = FSConv.from_conv2d(fs.to_conv2d(), **opts)
+    torch.testing.assert_close(again.summary, fs.summary)
+    assert again.relative_error(fs.weight) < 1e-12
+
+
+def test_adam_trains_mean_and_sum_reductions_alike_sgd_does_not():
+    """Eq. 2's mean divides each summary element's gradient by its constant
+    multiplicity; Adam normalizes every element by its own gradient scale, so
+    with Adam both reductions make the same updates (up to its eps): the
+    choice matters for SGD only (README "Accuracy, measured")."""
+    torch.manual_seed(0)
+    x, target = torch.randn(4, 6, 9, 9), torch.randn(4, 12, 9, 9)
+    opts = dict(sampling=(3, 2, 2), strides=(1, 2, 3))  # uneven multiplicities
+    mean = FSConv(6, 12, 3, padding=1, grad_reduction='mean', **opts)
+    assert len(set(mean.inv_multiplicity.tolist())) > 1
+
+    def train(optimizer_cls, reduction, **kwargs):
+        layer = FSConv(6, 12, 3, padding=1, grad_reduction=reduction, **opts)
+        layer.load_state_dict(mean.state_dict())
+        optimizer = optimizer_cls(layer.parameters(), **kwargs)
+        for _ in range(5):
+            optimizer.zero_grad()
+            F.mse_loss(layer(x), target).backward()
+            optimizer.step()
+        return layer.summary.detach()
+
+    adam = dict(lr=1e-2, weight_decay=1e-4)
+    torch.testing.assert_close(train(torch.optim.AdamW, 'mean', **adam),
+                               train(torch.optim.AdamW, 'sum', **adam),
+                               rtol=1e-4, atol=1e-5)
+    sgd_mean, sgd_sum = (train(torch.optim.SGD, r, lr=0.1) for r in ('mean', 'sum'))
+    assert (sgd_mean - sgd_sum).abs().max() > 1e-3

@@ -70,7 +70,7 @@ def test_quantize_tool_writes_small_weights_only_file(trained, tmp_path):
     result = run_tool('tools/quantize.py', TINY_CONFIG, trained / 'epoch_2.pth', out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.listdir(tmp_path) == ['wq.pth']  # no temporary file left
-    effective = 438_190  # FSNet-1-WQ effective parameters (count_params)
+    effective = 441_902  # FSNet-1-WQ effective parameters (count_params)
     assert f'effective parameters {effective:,}' in result.stdout
     size = out.stat().st_size
     assert f'{size:,} bytes' in result.stdout

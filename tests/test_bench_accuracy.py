@@ -1,0 +1,46 @@
+"""benchmarks/bench_accuracy.py at tiny scale (--quick): real tools, resumable."""
+import json
+
+from conftest import run_tool
+
+
+def test_quick_benchmark_trains_tests_quantizes_and_resumes(tmp_path):
+    work = tmp_path / 'bench'
+    args = ['benchmarks/bench_accuracy.py', '--quick', '--work-dir', work]
+    result = run_tool(*args, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    report = json.loads((work / 'docs' / 'results.json').read_text())
+    rows = {r['name']: r for r in report['rows']}
+    assert set(rows) == {'dense-w0.25', 'fs-k3x1', 'fs-k3x1-wq',
+                         'dense-as-fs-k3x1'}
+    assert all(r['seeds'] == 2 and len(r['maps']) == 2 for r in rows.values())
+    assert all(0 <= m <= 1 for r in rows.values() for m in r['maps'])
+    fs, wq, thin = rows['fs-k3x1'], rows['fs-k3x1-wq'], rows['dense-as-fs-k3x1']
+    wide = rows['dense-w0.25']
+    # The thin dense model is matched to the FS model's parameter count.
+    assert abs(thin['params'] - fs['params']) / fs['params'] < 0.02
+    assert thin['widen'] < 0.1 and fs['params'] * 7 < wide['params']
+    # WQ: a quarter of the summary bytes, fewer effective parameters.
+    assert wq['effective'] < fs['params'] / 3 and wq['bytes'] < fs['bytes'] / 3
+    assert all(r['s_iter'] and r['s_iter'] > 0 for r in rows.values())
+    assert len(report['runs']) == 6
+    table = (work / 'docs' / 'results.md').read_text()
+    assert '| FS, K3 x 1 (paper Table 1 rule), WQ |' in table
+    assert (work / 'docs' / 'params_vs_map.png').stat().st_size > 10_000
+    # tools/test.py's per-class table names the dataset's own classes.
+    log = (work / 'fs-k3x1' / 'seed0' / 'log.txt').read_text()
+    assert '| circle ' in log and 'aeroplane' not in log
+
+    again = run_tool(*args, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count('(done, skipped)') == 6
+    assert (work / 'docs' / 'results.md').read_text().split('\n\nCommand')[0] \
+        == table.split('\n\nCommand')[0]
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    result = run_tool('benchmarks/bench_accuracy.py', '--quick', '--iters', '1',
+                      '--work-dir', tmp_path)
+    assert result.returncode != 0 and '--iters must be >= 2' in result.stderr
+    result = run_tool('benchmarks/bench_accuracy.py', '--variants', 'fs-k9')
+    assert result.returncode != 0 and 'invalid choice' in result.stderr
