@@ -60,6 +60,10 @@ class FSConv(nn.Conv2d):
             K2 = 1) keep the stride ``ceil(S / 2)``, which wraps the filter
             onto itself (its first and last rows equal); default False: the
             stride there is S (README "Geometry").
+        interleave: g, dividing ``out_channels``: output channels ``k`` and
+            ``k + g`` are neighbouring filters in the summary (default 1:
+            ``k`` and ``k + 1``). For a detection predictor with per-anchor
+            groups of g outputs (``FSSSDHead(pred_interleave=True)``).
         grad_reduction: ``'mean'`` (Eq. 2, default) or ``'sum'`` (plain
             indexing, as the authors' 3D-FilterMap code).
         wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
@@ -87,6 +91,7 @@ class FSConv(nn.Conv2d):
                  preset: str = 'paper',
                  k3_scale: float = 1.0,
                  self_wrap: bool = False,
+                 interleave: int = 1,
                  grad_reduction: str = 'mean',
                  wq: bool = False) -> None:
         if groups != 1:
@@ -103,7 +108,8 @@ class FSConv(nn.Conv2d):
         self.geometry: FSGeometry = resolve_geometry(
             in_channels, out_channels, self.kernel_size, sampling=sampling,
             k3=k3, strides=strides, pointwise_ratio=pointwise_ratio,
-            preset=preset, k3_scale=k3_scale, self_wrap=self_wrap)
+            preset=preset, k3_scale=k3_scale, self_wrap=self_wrap,
+            interleave=interleave)
         self.grad_reduction = grad_reduction
         self.wq = bool(wq)
         factory = dict(device=device, dtype=dtype)
@@ -273,6 +279,7 @@ class FSConv(nn.Conv2d):
         return (f'{super().extra_repr()}, sampling={g.sampling}, '
                 f'strides={g.strides}, summary={g.summary_shape}, '
                 f'ratio={g.ratio:.2f}, grad_reduction={self.grad_reduction}'
+                + (f', interleave={g.interleave}' if g.interleave > 1 else '')
                 + (', wq=True' if self.wq else ''))
 
 

@@ -15,7 +15,14 @@ Names used throughout:
 * **filters**: the ``(K, C, S1, S2)`` bank extracted from the summary;
 * **multiplicity**: how many filter elements read one summary element.
 
-Output channel ``k`` is filter ``(k1, k2, k3)`` with ``k = (k1 * K2 + k2) * K3 + k3``.
+Output channel ``k`` is filter ``(k1, k2, k3)`` with ``k = (k1 * K2 + k2) * K3 + k3``
+(``interleave = 1``, the default). With ``interleave = g`` (dividing ``K``),
+output channel ``k = a * g + c`` is the filter at grid position
+``p = c * (K / g) + a``: channels ``k`` and ``k + g`` are neighbours in the
+summary. For a detection predictor whose outputs come in per-anchor groups of
+``g`` (4 box deltas; C + 1 class scores) this shares weights between the same
+output of neighbouring anchors, not between the different outputs of one
+anchor.
 
 Choices the paper leaves open, each with one rule (documented in the README):
 
@@ -150,12 +157,15 @@ class FSGeometry:
         kernel_size: (S1, S2).
         sampling: (K1, K2, K3) with ``K1 * K2 * K3 = K``.
         strides: (x, y, z).
+        interleave: g; output channel ``a * g + c`` is the filter at grid
+            position ``c * (K / g) + a`` (1: the grid order).
     """
 
     in_channels: int
     kernel_size: Tuple[int, int]
     sampling: Tuple[int, int, int]
     strides: Tuple[int, int, int]
+    interleave: int = 1
 
     @property
     def num_filters(self) -> int:
@@ -187,7 +197,8 @@ def resolve_geometry(in_channels: int,
                      pointwise_ratio: Optional[int] = None,
                      preset: str = 'paper',
                      k3_scale: float = 1.0,
-                     self_wrap: bool = False) -> FSGeometry:
+                     self_wrap: bool = False,
+                     interleave: int = 1) -> FSGeometry:
     """Resolve a layer's sampling numbers and strides from its options.
 
     Every argument after ``kernel_size`` overrides one default (see the module
@@ -207,6 +218,8 @@ def resolve_geometry(in_channels: int,
         k3_scale: multiplies the preset's K3 (see :func:`default_k3`).
         self_wrap: keep the default spatial stride ``ceil(S / 2)`` also along
             an axis with a single filter, which then wraps onto itself.
+        interleave: g, dividing K: output channels ``k`` and ``k + g`` are
+            neighbouring filters in the summary (module docstring).
 
     Returns:
         The layer's FSGeometry.
@@ -216,6 +229,10 @@ def resolve_geometry(in_channels: int,
     s1, s2 = (_positive_int(f'kernel_size[{i}]', s)
               for i, s in enumerate(kernel_size))
     pointwise = (s1, s2) == (1, 1)
+    g = _positive_int('interleave', interleave)
+    if k % g:
+        raise ValueError(f'interleave={g} must divide out_channels={k}; '
+                         f'allowed: {_divisors(k)}')
     if preset not in K3_PRESETS:
         raise ValueError(f'preset={preset!r} is unknown; allowed: '
                          f'{sorted(K3_PRESETS)}')
@@ -279,7 +296,7 @@ def resolve_geometry(in_channels: int,
                 f'strides: {name}={stride} exceeds the filter size {size} '
                 f'along it, which would leave summary elements unused; '
                 f'allowed: 1..{size}')
-    return FSGeometry(c, (s1, s2), sampling, strides)
+    return FSGeometry(c, (s1, s2), sampling, strides, g)
 
 
 def filter_index(geometry: FSGeometry) -> Tensor:
@@ -293,7 +310,9 @@ def filter_index(geometry: FSGeometry) -> Tensor:
     Returns:
         Integer (int32) tensor of shape (K, C, S1, S2); entry ``(k, c, s1, s2)`` of filter
         ``k = (k1 * K2 + k2) * K3 + k3`` is the flat index of summary element
-        ``((k3 z + c) mod Cm, (k1 x + s1) mod Hm, (k2 y + s2) mod Wm)``.
+        ``((k3 z + c) mod Cm, (k1 x + s1) mod Hm, (k2 y + s2) mod Wm)``;
+        with ``interleave = g`` row ``a * g + c`` is that of grid filter
+        ``c * (K / g) + a``.
     """
     (k1, k2, k3), (x, y, z) = geometry.sampling, geometry.strides
     cm, hm, wm = geometry.summary_shape
@@ -303,10 +322,14 @@ def filter_index(geometry: FSGeometry) -> Tensor:
     chan = (ar(k3).view(1, 1, k3, 1, 1, 1) * z + ar(c).view(1, 1, 1, c, 1, 1)) % cm
     row = (ar(k1).view(k1, 1, 1, 1, 1, 1) * x + ar(s1).view(1, 1, 1, 1, s1, 1)) % hm
     col = (ar(k2).view(1, k2, 1, 1, 1, 1) * y + ar(s2).view(1, 1, 1, 1, 1, s2)) % wm
-    index = (chan * hm + row) * wm + col
+    index = ((chan * hm + row) * wm + col).reshape(geometry.filter_shape)
+    g = geometry.interleave
+    if g > 1:  # row a * g + c <- grid filter c * (K / g) + a
+        k = geometry.num_filters
+        index = index[ar(k).view(g, k // g).t().reshape(-1)]
     # int32 halves the buffer and the gather's index traffic.
     dtype = torch.int32 if cm * hm * wm < 2**31 else torch.long
-    return index.reshape(geometry.filter_shape).to(dtype).contiguous()
+    return index.to(dtype).contiguous()
 
 
 def multiplicity(index: Tensor, numel: int) -> Tensor:
@@ -326,9 +349,10 @@ def foldable(geometry: FSGeometry) -> bool:
     """Whether :func:`fold_filter_grad` applies: C is a multiple of z.
 
     True for every default geometry (z = C / K3 for spatial kernels,
-    z = C / ratio for 1x1 kernels).
+    z = C / ratio for 1x1 kernels) in grid order (``interleave = 1``).
     """
-    return geometry.in_channels % geometry.strides[2] == 0
+    return (geometry.in_channels % geometry.strides[2] == 0
+            and geometry.interleave == 1)
 
 
 def _wrap(t: Tensor, dim: int, size: int) -> Tensor:

@@ -12,6 +12,13 @@ from fsnet_mmdet.functional import (TABLE1_K3, default_k3, extract_filters,
                                     resolve_geometry)
 
 
+def channel_of(p, geometry):
+    """Output channel of grid filter p: p itself, or with interleave g the
+    channel a * g + c of p = c * (K / g) + a."""
+    per = geometry.num_filters // geometry.interleave
+    return (p % per) * geometry.interleave + p // per
+
+
 def slow_filters(summary, geometry):
     """Algorithm 1 by explicit loops: filter (k1, k2, k3) is the block at
     (k3 z, k1 x, k2 y) of the summary, with circular wrap-around."""
@@ -22,7 +29,7 @@ def slow_filters(summary, geometry):
     for k1 in range(n1):
         for k2 in range(n2):
             for k3 in range(n3):
-                k = (k1 * n2 + k2) * n3 + k3
+                k = channel_of((k1 * n2 + k2) * n3 + k3, geometry)
                 for ch in range(c):
                     for i in range(s1):
                         for j in range(s2):
@@ -46,6 +53,8 @@ CASES = [
     (8, 28, 3, 1, 1, 1, {}),                       # K1 = 1: stride 3 along it
     (8, 28, 3, 1, 1, 1, {'self_wrap': True}),      # the same, wrapping onto itself
     (8, 16, 3, 1, 1, 1, {'k3_scale': 2.0}),
+    (8, 24, 3, 1, 1, 1, {'interleave': 4}),       # box deltas of 6 anchors
+    (8, 28, 3, 1, 1, 1, {'interleave': 7}),       # 6 classes + bg, 4 anchors
 ]
 
 
@@ -64,10 +73,12 @@ def test_forward_matches_dense_conv_with_loop_filters(cin, cout, ks, stride,
         torch.testing.assert_close(conv.eval()(x), expected)
 
 
-@pytest.mark.parametrize('reduction', ['mean', 'sum'])
-def test_gradient_is_eq2(reduction):
+@pytest.mark.parametrize('reduction,interleave', [('mean', 1), ('sum', 1),
+                                                  ('mean', 4)])
+def test_gradient_is_eq2(reduction, interleave):
     torch.manual_seed(0)
-    conv = FSConv(8, 16, 3, padding=1, grad_reduction=reduction).double()
+    conv = FSConv(8, 16, 3, padding=1, grad_reduction=reduction,
+                  interleave=interleave).double()
     g = conv.geometry
     x = torch.randn(2, 8, 7, 7, dtype=torch.double)
     # Dense reference: gradient of every filter element, then Eq. 2 by loops.
@@ -80,7 +91,7 @@ def test_gradient_is_eq2(reduction):
     for k1 in range(n1):
         for k2 in range(n2):
             for k3 in range(n3):
-                k = (k1 * n2 + k2) * n3 + k3
+                k = channel_of((k1 * n2 + k2) * n3 + k3, g)
                 for ch in range(8):
                     for i in range(3):
                         for j in range(3):
@@ -360,3 +371,30 @@ def test_adam_trains_mean_and_sum_reductions_alike_sgd_does_not():
                                rtol=1e-4, atol=1e-5)
     sgd_mean, sgd_sum = (train(torch.optim.SGD, r, lr=0.1) for r in ('mean', 'sum'))
     assert (sgd_mean - sgd_sum).abs().max() > 1e-3
+
+
+def test_interleave_neighbours_same_output_of_neighbouring_anchors():
+    # 4 anchors x 4 box deltas, K3 = 4: in grid order the 4 deltas of one
+    # anchor are channel rotations of one block; interleaved, the same delta
+    # of the 4 anchors is.
+    grid, inter = (FSConv(8, 16, 3, k3=4, interleave=g) for g in (1, 4))
+    assert grid.geometry.sampling == inter.geometry.sampling == (2, 2, 4)
+    assert grid.summary.shape == inter.summary.shape
+    inter.load_state_dict(grid.state_dict())
+    w, wi = grid.weight, inter.weight
+    for anchor in range(4):
+        for delta in range(4):
+            torch.testing.assert_close(wi[anchor * 4 + delta],
+                                       w[delta * 4 + anchor])
+    # Rotations of one block: the same multiset of weights.
+    def same_block(a, b):
+        return torch.equal(a.flatten().sort().values, b.flatten().sort().values)
+    assert same_block(w[0], w[1]) and same_block(wi[0], wi[4])
+    assert not same_block(wi[0], wi[1])
+    assert 'interleave=4' in repr(inter) and 'interleave' not in repr(grid)
+
+
+@pytest.mark.parametrize('value', [0, 5, 2.5])
+def test_interleave_must_divide_out_channels(value):
+    with pytest.raises(ValueError, match='interleave'):
+        FSConv(8, 16, 3, interleave=value)

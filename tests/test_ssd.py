@@ -122,3 +122,20 @@ def test_other_detectors_switched_by_conv_cfg(config, stored, dense):
     trainable = [m for m in backbone_convs if m.summary.requires_grad]
     assert len(trainable) > len(backbone_convs) / 2  # stage 1 is frozen
     assert all(m.summary.grad is not None for m in trainable)
+
+
+def test_pred_interleave_groups_each_anchors_outputs():
+    demo = 'configs/demo/fsnet_ssd300_demo.py'  # width 0.25: fast to build
+    cfg = load_config(demo)
+    cfg.model.bbox_head.pred_interleave = True
+    head = build_detector(cfg).bbox_head
+    plain = build_detector(load_config(demo)).bbox_head
+    assert head.cls_out_channels == 7  # 6 shapes + background
+    for branches, group in ((head.cls_convs, 7), (head.reg_convs, 4)):
+        for branch in branches:
+            assert branch[-1].geometry.interleave == group
+    # The same summaries and parameter count: only the filter order changes.
+    assert count_params(head).stored == count_params(plain).stored
+    cfg.model.bbox_head.pred_conv_cfg = None
+    with pytest.raises(ValueError, match='pred_interleave=True needs'):
+        build_detector(cfg)
