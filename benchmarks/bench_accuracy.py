@@ -8,7 +8,9 @@ demo's schedule (``configs/demo/fsnet_ssd300_demo.py``: AdamW, batch 8, width
   parameter count is closest to each FS model's (found by bisection);
 * FS SSD300 at the demo width with the paper's K3 rule scaled by
   ``k3_scale`` 0.5, 1 and 2 (about 2x less, as much, and 2x more compression
-  in the 3x3 layers; Eq. 1);
+  in the 3x3 layers; Eq. 1), twice: with the head's predictors in grid order
+  (the layer's default) and with ``FSSSDHead(pred_interleave=True)`` (the
+  configs' default; README "Accuracy, measured");
 * the WQ version of every FS model (``tools/quantize.py``, then
   ``tools/test.py`` on the 8-bit checkpoint).
 
@@ -91,6 +93,12 @@ MAIN = [
     Variant('fs-k3x0.5', 'FS, K3 x 0.5', fs=_fs(0.5), curve='fs'),
     Variant('fs-k3x1', 'FS, K3 x 1 (paper Table 1 rule)', fs=_fs(1), curve='fs'),
     Variant('fs-k3x2', 'FS, K3 x 2', fs=_fs(2), curve='fs'),
+    Variant('fs-k3x0.5-interleave', 'FS, K3 x 0.5, pred_interleave',
+            fs=_fs(0.5), pred_interleave=True, curve='fs-il'),
+    Variant('fs-k3x1-interleave', 'FS, K3 x 1, pred_interleave', fs=_fs(1),
+            pred_interleave=True, curve='fs-il'),
+    Variant('fs-k3x2-interleave', 'FS, K3 x 2, pred_interleave', fs=_fs(2),
+            pred_interleave=True, curve='fs-il'),
     Variant('dense-as-fs-k3x0.5', 'dense, params of FS K3 x 0.5',
             matches='fs-k3x0.5', curve='dense'),
     Variant('dense-as-fs-k3x1', 'dense, params of FS K3 x 1',
@@ -113,10 +121,6 @@ EXPERIMENTS = [
             dense_predictors=True),
     Variant('dense-w0.25-lr2x', 'dense width 0.25, lr x 2',
             overrides=_LR2X),
-    Variant('fs-k3x1-interleave', 'FS K3 x 1, pred_interleave', fs=_fs(1),
-            pred_interleave=True),
-    Variant('fs-k3x2-interleave', 'FS K3 x 2, pred_interleave', fs=_fs(2),
-            pred_interleave=True),
 ]
 VARIANTS = {v.name: v for v in MAIN + EXPERIMENTS}
 
@@ -217,15 +221,22 @@ def resolve(variants: List[Variant], work: str, data_root: str) -> List[Variant]
 
 
 # --------------------------------------------------------------------- runs
-def final_loss(train_dir: str) -> Optional[float]:
-    """Mean training loss over the last quarter of the logged iterations.
+def final_loss(train_dir: str, key: str = 'loss') -> Optional[float]:
+    """Mean of a logged training loss over the last quarter of the iterations.
 
     A second, less noisy measure of fit than a 250-iteration mAP, which sits
     where detections first clear the score threshold.
+
+    Args:
+        train_dir: the run's training work dir.
+        key: ``'loss'`` (the total), ``'loss_cls'`` or ``'loss_bbox'``.
     """
-    losses = [r['loss'] for r in training_records(train_dir)]
+    losses = [r[key] for r in training_records(train_dir) if key in r]
     tail = losses[-max(1, len(losses) // 4):]
     return statistics.mean(tail) if tail else None
+
+
+LOSSES = ('loss', 'loss_cls', 'loss_bbox')
 
 
 def run_one(variant: Variant, seed: int, iters: int, work: str,
@@ -239,7 +250,8 @@ def run_one(variant: Variant, seed: int, iters: int, work: str,
     train_dir = os.path.join(run_dir, 'train')
     if os.path.exists(result_path):
         result = json.load(open(result_path))
-        result.setdefault('loss', final_loss(train_dir))  # older results
+        for key in LOSSES:  # results written before these were recorded
+            result.setdefault(key, final_loss(train_dir, key))
         return result
     start = time.time()
     log = os.path.join(run_dir, 'log.txt')
@@ -259,7 +271,7 @@ def run_one(variant: Variant, seed: int, iters: int, work: str,
     result = dict(variant=variant.name, seed=seed, iters=iters,
                   widen=variant.widen, params=counts.stored,
                   mAP=map_of(test_dir), s_iter=seconds_per_iteration(train_dir),
-                  loss=final_loss(train_dir),
+                  **{key: final_loss(train_dir, key) for key in LOSSES},
                   bytes=save_atomic(state['state_dict'], fp32))
     if variant.fs:
         wq_config = write_config(os.path.join(run_dir, 'config_wq.py'),
@@ -299,8 +311,9 @@ def summarize(variants: List[Variant], results: List[dict]) -> List[dict]:
         base = dict(name=v.name, label=v.label, widen=v.widen, curve=v.curve,
                     seeds=len(runs), params=runs[0]['params'],
                     s_iter=statistics.median(times) if times else None)
-        losses = [r['loss'] for r in runs if r.get('loss') is not None]
-        base['loss'] = statistics.mean(losses) if losses else None
+        for key in LOSSES:
+            losses = [r[key] for r in runs if r.get(key) is not None]
+            base[key] = statistics.mean(losses) if losses else None
         m, s = _mean_std([r['mAP'] for r in runs])
         rows.append(dict(base, effective=runs[0]['params'],
                          bytes=runs[0]['bytes'], mAP=m, std=s,
@@ -318,15 +331,19 @@ def summarize(variants: List[Variant], results: List[dict]) -> List[dict]:
 def table(rows: List[dict]) -> str:
     widest = next((r for r in rows if r['name'] == 'dense-w0.25'), None)
     lines = ['| model | width | # params | effective params | checkpoint bytes '
-             '| s / iter | final train loss | mAP@0.5 (mean +- std) | seeds '
+             '| s / iter | final train loss (cls + bbox) | mAP@0.5 (mean +- std) | seeds '
              '| retention vs dense w0.25 |',
              '|---|---|---|---|---|---|---|---|---|---|']
-    for r in sorted(rows, key=lambda r: (r['curve'] == '', r['curve'],
-                                         -r['effective'])):
+    def order(r: dict) -> tuple:  # curves in turn, each followed by its WQ
+        return (r['curve'] == '', r['curve'].removesuffix('-wq'),
+                r['curve'].endswith('-wq'), -r['effective'])
+
+    for r in sorted(rows, key=order):
         keep = (f'{100 * r["mAP"] / widest["mAP"]:.0f}%' if widest and
                 widest['mAP'] > 0 else '-')
         speed = f'{r["s_iter"]:.2f}' if r['s_iter'] else '-'
-        loss = (f'{r["loss"]:.2f}' if r.get('loss') is not None
+        loss = (f'{r["loss"]:.2f} ({r["loss_cls"]:.2f} + {r["loss_bbox"]:.2f})'
+                if r.get('loss_bbox') is not None
                 and not r['name'].endswith('-wq') else '-')
         lines.append(
             f'| {r["label"]} | {r["widen"]:g} | {r["params"]:,} | '
@@ -343,8 +360,12 @@ def plot(rows: List[dict], out: str, title: str) -> None:
     fig, (ax, paper) = plt.subplots(
         1, 2, figsize=(11, 4.5), gridspec_kw=dict(width_ratios=[2, 1]))
     styles = {'dense': ('tab:blue', 'o', 'dense SSD300-BN, widths'),
-              'fs': ('tab:red', 's', 'FS SSD300 (width 0.25), K3 x 0.5/1/2'),
-              'fs-wq': ('tab:orange', 'v', 'FS-WQ (effective params)')}
+              'fs': ('tab:red', 's', 'FS SSD300 (width 0.25), K3 x 0.5/1/2, '
+                     'grid order'),
+              'fs-wq': ('tab:orange', 'v', 'FS-WQ (effective params)'),
+              'fs-il': ('tab:green', 'D', 'FS, pred_interleave (the configs\' '
+                        'default)'),
+              'fs-il-wq': ('tab:olive', '^', 'FS pred_interleave, WQ')}
     for curve, (color, marker, label) in styles.items():
         pts = sorted((r for r in rows if r['curve'] == curve),
                      key=lambda r: r['effective'])
@@ -472,10 +493,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     command = 'python benchmarks/bench_accuracy.py ' + ' '.join(
         argv if argv is not None else sys.argv[1:])
     elapsed = time.time() - start
+    runs_s = sum(r.get('wall_s', 0.0) for r in results)
     text = (f'{table(rows)}\n\nCommand: `{command.strip()}`; {iters} training '
-            f'iterations of 8 images per run, seeds {args.seeds}; this '
-            f'invocation took {elapsed / 60:.1f} min (runs done earlier are '
-            f'skipped, see results.json for each run\'s wall time).\n')
+            f'iterations of 8 images per run, seeds {args.seeds}; the '
+            f'{len(results)} runs took {runs_s / 60:.0f} min of wall time in '
+            f'all (train, test, quantize, test), '
+            f'this invocation {elapsed / 60:.1f} min (finished runs are '
+            f'skipped; results.json has each run\'s wall time).\n')
     with open(os.path.join(docs, 'results.md'), 'w') as f:
         f.write(text)
     with open(os.path.join(docs, 'results.json'), 'w') as f:

@@ -7,7 +7,7 @@ import torch
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from .fsconv import FSConv
+from .summary_layer import SummaryWeightMixin
 
 #: Indices of the convs in ``mmdet``'s ``SSDVGG(depth=16)`` ``features``
 #: (conv, ReLU pairs; max pools between stages; pool5, fc6, fc7 appended),
@@ -17,8 +17,9 @@ STOCK_SSDVGG_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28,
 
 
 def fs_layers(model: nn.Module) -> List[str]:
-    """Names of the model's FSConv layers."""
-    return [n for n, m in model.named_modules() if isinstance(m, FSConv)]
+    """Names of the model's summary layers (FSConv, FSLinear)."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, SummaryWeightMixin)]
 
 
 def check_state_dict(model: nn.Module, state_dict: Dict[str, Tensor],

@@ -9,19 +9,21 @@ import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .functional import (GRAD_REDUCTIONS, FSGeometry, extract_filters,
-                         filter_index, foldable, multiplicity, project_filters,
-                         representatives, resolve_geometry)
+from .functional import (FSGeometry, filter_index, foldable,
+                         interleave_order, project_filters, resolve_geometry,
+                         segment_index, segment_stride)
+from .summary_layer import SummaryWeightMixin, check_grad_reduction
 
 #: Filter banks from this size on reduce their gradient by blocks
 #: (:func:`fold_filter_grad`); smaller ones with one ``index_add_``, which
 #: has less Python overhead (benchmarks/bench_fsconv.py).
 FOLD_MIN_FILTER_ELEMENTS = 2**16
-from .quantization import fake_quantize
+#: Summary layouts: the paper's 3D block summary, or the later paper's 1D one.
+LAYOUTS = ('3d', '1d')
 
 
 @MODELS.register_module('FSConv')
-class FSConv(nn.Conv2d):
+class FSConv(SummaryWeightMixin, nn.Conv2d):
     """2D convolution whose filters are overlapping blocks of a filter summary.
 
     FSNet (Yang, Jojic, Huan, ICLR 2020, Sec. 2, Algorithm 1). The layer stores
@@ -33,16 +35,11 @@ class FSConv(nn.Conv2d):
     in any MMDetection model with ``conv_cfg=dict(type='FSConv', ...)``.
 
     Initialization: at construction the filters get ``nn.Conv2d``'s default
-    distribution. ``weight`` returns a dense (K, C, S1, S2) materialization of
-    the filters; an in-place write to it (``nn.init.*_``, MMEngine's
-    ``init_cfg`` initializers, mmcv ``ConvModule``'s kaiming init) is written
-    back onto the summary as soon as any parameter, buffer or ``weight`` of the
-    layer is read again (initializers read ``bias`` next), and before forward,
-    ``state_dict`` and ``load_state_dict``, taking for each summary element the
-    value drawn for the first filter element that reads it. The extracted
-    filters therefore have exactly the distribution the initializer would give
-    a dense layer. ``weight`` is detached; the differentiable bank is
-    :meth:`filters`.
+    distribution; ``weight`` is a detached dense (K, C, S1, S2) bank that
+    initializers (``nn.init.*_``, MMEngine's ``init_cfg``, mmcv's
+    ``ConvModule``) can write into, and the writes reach the summary
+    (:class:`~fsnet_mmdet.summary_layer.SummaryWeightMixin`). The
+    differentiable bank is :meth:`filters`.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation,
@@ -64,6 +61,13 @@ class FSConv(nn.Conv2d):
             ``k + g`` are neighbouring filters in the summary (default 1:
             ``k`` and ``k + 1``). For a detection predictor with per-anchor
             groups of g outputs (``FSSSDHead(pred_interleave=True)``).
+        layout: ``'3d'`` (default): the paper's (Cm, Hm, Wm) summary of
+            overlapping blocks. ``'1d'``: the later paper's 1D summary, each
+            filter flattened to length N = C S1 S2 and cut as the segment of a
+            vector starting at ``k * s`` (wrapping), as
+            :class:`~fsnet_mmdet.fslinear.FSLinear`; ``s = ceil(N / r)`` with r
+            the 3D geometry's compression, so both layouts store about as
+            many weights (the sampling options set r).
         grad_reduction: ``'mean'`` (Eq. 2, default) or ``'sum'`` (plain
             indexing, as the authors' 3D-FilterMap code).
         wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
@@ -92,45 +96,40 @@ class FSConv(nn.Conv2d):
                  k3_scale: float = 1.0,
                  self_wrap: bool = False,
                  interleave: int = 1,
+                 layout: str = '3d',
                  grad_reduction: str = 'mean',
                  wq: bool = False) -> None:
         if groups != 1:
             raise ValueError(f'FSConv supports groups=1 only, got groups={groups}')
-        if grad_reduction not in GRAD_REDUCTIONS:
-            raise ValueError(f'grad_reduction must be one of {GRAD_REDUCTIONS}, '
-                             f'got {grad_reduction!r}')
+        check_grad_reduction(grad_reduction)
         # nn.Conv2d sets up every attribute; its dense weight lives on the meta
-        # device (no memory) and is replaced by the summary below.
+        # device (no memory) and is replaced by the summary.
         super().__init__(in_channels, out_channels, kernel_size, stride,
                          padding, dilation, groups, bias, padding_mode,
                          device='meta', dtype=dtype)
-        del self._parameters['weight']
         self.geometry: FSGeometry = resolve_geometry(
             in_channels, out_channels, self.kernel_size, sampling=sampling,
             k3=k3, strides=strides, pointwise_ratio=pointwise_ratio,
             preset=preset, k3_scale=k3_scale, self_wrap=self_wrap,
             interleave=interleave)
-        self.grad_reduction = grad_reduction
-        self.wq = bool(wq)
-        factory = dict(device=device, dtype=dtype)
-        self.summary = nn.Parameter(
-            torch.empty(self.geometry.summary_shape, **factory))
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
-        index = filter_index(self.geometry).to(device)
-        count = multiplicity(index, self.summary.numel())
-        # Derived from the geometry: never saved in a checkpoint.
-        self.register_buffer('index', index, persistent=False)
-        self.register_buffer('inv_multiplicity',
-                             1.0 / count.to(self.summary.dtype),
-                             persistent=False)
-        self._fold = (self.geometry if foldable(self.geometry) and
-                      index.numel() >= FOLD_MIN_FILTER_ELEMENTS else None)
-        self._dense = None  # (tensor, version) handed out by `weight`
-        self._eval_cache = None  # (filters, summary key) in eval mode
-        self.reset_parameters()
+        if layout not in LAYOUTS:
+            raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
+        self.layout = layout
+        if layout == '3d':
+            shape, index = self.geometry.summary_shape, filter_index(self.geometry)
+            fold = (self.geometry if foldable(self.geometry) and
+                    index.numel() >= FOLD_MIN_FILTER_ELEMENTS else None)
+        else:  # 1D: flattened filters are segments of a vector (FSLinear's)
+            length = math.prod(self.geometry.filter_shape[1:])
+            self.segment_stride = segment_stride(length, self.geometry.ratio)
+            shape = (out_channels * self.segment_stride,)
+            index = segment_index(out_channels, length, self.segment_stride)[
+                interleave_order(out_channels, interleave)].view(
+                    self.geometry.filter_shape)
+            fold = None
+        self._init_summary(shape, index, out_channels if bias else None,
+                           grad_reduction, wq, fold, device=device, dtype=dtype)
 
-    # ------------------------------------------------------------------ init
     def reset_parameters(self) -> None:
         """``nn.Conv2d``'s default init, applied to the extracted filters."""
         if 'summary' not in self._parameters:
@@ -138,98 +137,15 @@ class FSConv(nn.Conv2d):
         super().reset_parameters()  # writes self.weight in place
         self._write_back()
 
-    @property
-    def weight(self) -> Tensor:
-        """Dense (K, C, S1, S2) filters, detached; in-place writes reach the summary."""
-        self._write_back()
-        dense = self._gather()
-        self._dense = (dense, dense._version)
-        return dense
-
-    def __getattr__(self, name: str):
-        # nn.Module serves parameters, buffers and submodules from here. A
-        # pending write to `weight` is applied first, so every reader sees it:
-        # MMEngine's initializers read `bias` right after writing `weight`.
-        if self.__dict__.get('_dense') is not None:
-            self._write_back()
-        return super().__getattr__(name)
-
-    def _write_back(self) -> None:
-        """Copy in-place writes to the last ``weight`` onto the summary."""
-        if self._dense is None:
-            return
-        dense, version = self._dense
-        self._dense = None
-        if dense._version != version:
-            rep = representatives(self.index, self.summary.numel())
-            with torch.no_grad():
-                self.summary.copy_(dense.reshape(-1)[rep].view_as(self.summary))
-
-    # --------------------------------------------------------------- forward
-    def filters(self) -> Tensor:
-        """The (K, C, S1, S2) filter bank, differentiable w.r.t. the summary."""
-        self._write_back()
-        inv = self.inv_multiplicity if self.grad_reduction == 'mean' else None
-        return extract_filters(self.summary, self.index, inv, self._fold)
-
-    @torch.no_grad()
-    def _gather(self) -> Tensor:
-        """The (K, C, S1, S2) filters, detached, from the current summary."""
-        return self.summary.reshape(-1).index_select(
-            0, self.index.reshape(-1)).view(self.index.shape)
-
-    def _eval_filters(self) -> Tensor:
-        """Filters reused across eval-mode calls while the summary is unchanged."""
-        self._write_back()
-        s = self.summary
-        key = (s._version, s.data_ptr(), s.dtype, s.device)
-        if self._eval_cache is None or self._eval_cache[1] != key:
-            self._eval_cache = (self._gather(), key)
-        return self._eval_cache[0]
-
     def forward(self, x: Tensor) -> Tensor:
         """Convolve ``x`` (N, C, H, W) with the extracted filters."""
-        if not self.training and not (torch.is_grad_enabled()
-                                      and self.summary.requires_grad):
-            weight = self._eval_filters()
-        else:
-            weight = self.filters()
-        return self._conv_forward(x, weight, self.bias)
+        return self._conv_forward(x, self._forward_weight(), self.bias)
 
-    def train(self, mode: bool = True) -> 'FSConv':
-        if mode:
-            self._eval_cache = None  # frees the filters while training
-        return super().train(mode)
-
-    # ------------------------------------------------------------ state dict
-    def _apply(self, fn, recurse=True):
-        self._write_back()
-        self._eval_cache = None
-        return super()._apply(fn, recurse)
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        self._write_back()
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
-                              missing_keys, unexpected_keys, error_msgs):
-        self._write_back()  # a pending init is overridden by what is loaded
-        self._eval_cache = None
-        key = prefix + 'summary'
-        if key in state_dict and tuple(state_dict[key].shape) != tuple(
-                self.summary.shape):
-            raise ValueError(
-                f'{key}: checkpoint summary has shape '
-                f'{tuple(state_dict[key].shape)}, this FSConv expects '
-                f'{tuple(self.summary.shape)} (sampling={self.geometry.sampling}, '
-                f'strides={self.geometry.strides}); check the FS options of the '
-                f'config against the checkpoint')
-        super()._load_from_state_dict(state_dict, prefix, local_metadata,
-                                      strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-        if self.wq and key in state_dict:
-            with torch.no_grad():
-                self.summary.copy_(fake_quantize(self.summary))
+    def _layout(self) -> str:
+        g = self.geometry
+        if self.layout == '1d':
+            return f"layout='1d', segment_stride={self.segment_stride}"
+        return f'sampling={g.sampling}, strides={g.strides}'
 
     # ------------------------------------------------------------------ misc
     @classmethod
@@ -256,12 +172,6 @@ class FSConv(nn.Conv2d):
                 fs.bias.copy_(conv.bias)
         return fs
 
-    def relative_error(self, dense_weight: Tensor) -> float:
-        """``||W - filters|| / ||W||`` for a dense (K, C, S1, S2) weight W."""
-        dense_weight = dense_weight.detach()
-        return float((self._gather() - dense_weight).norm() /
-                     dense_weight.norm())
-
     def to_conv2d(self) -> nn.Conv2d:
         """Bake: a plain ``nn.Conv2d`` with the extracted filters, same output."""
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
@@ -276,9 +186,10 @@ class FSConv(nn.Conv2d):
 
     def extra_repr(self) -> str:
         g = self.geometry
-        return (f'{super().extra_repr()}, sampling={g.sampling}, '
-                f'strides={g.strides}, summary={g.summary_shape}, '
-                f'ratio={g.ratio:.2f}, grad_reduction={self.grad_reduction}'
+        ratio = math.prod(g.filter_shape) / self.summary.numel()
+        return (f'{super().extra_repr()}, {self._layout()}, '
+                f'summary={tuple(self.summary.shape)}, ratio={ratio:.2f}, '
+                f'grad_reduction={self.grad_reduction}'
                 + (f', interleave={g.interleave}' if g.interleave > 1 else '')
                 + (', wq=True' if self.wq else ''))
 
@@ -322,24 +233,32 @@ class ModelParams(ParamCounts):
     layers: List[LayerParams] = field(default_factory=list)
 
 
-def layer_params(name: str, conv: nn.Conv2d) -> LayerParams:
-    """Parameter count of one ``nn.Conv2d`` or :class:`FSConv`."""
-    bias = conv.bias.numel() if conv.bias is not None else 0
-    dense = (conv.out_channels * conv.in_channels // conv.groups *
-             math.prod(conv.kernel_size) + bias)
-    if isinstance(conv, FSConv):
-        return LayerParams(dense, conv.summary.numel() + bias,
-                           conv.summary.numel(), name=name)
+def layer_params(name: str, layer: nn.Module) -> LayerParams:
+    """Parameter count of one conv (``nn.Conv2d``, :class:`FSConv`) or linear layer.
+
+    A summary layer (:class:`FSConv`, :class:`~fsnet_mmdet.fslinear.FSLinear`)
+    stores its summary and bias; its dense equivalent, weight and bias.
+    """
+    bias = layer.bias.numel() if layer.bias is not None else 0
+    if isinstance(layer, nn.Linear):
+        dense = layer.out_features * layer.in_features + bias
+    else:
+        dense = (layer.out_channels * layer.in_channels // layer.groups *
+                 math.prod(layer.kernel_size) + bias)
+    if isinstance(layer, SummaryWeightMixin):
+        return LayerParams(dense, layer.summary.numel() + bias,
+                           layer.summary.numel(), name=name)
     return LayerParams(dense, dense, 0, name=name)
 
 
 def count_params(model: nn.Module) -> ModelParams:
     """Dense-equivalent, stored and summary parameter counts of a model.
 
-    Non-conv parameters (BN, linear, ...) count the same in both totals.
+    ``layers`` lists every conv and linear layer; other parameters (BN, ...)
+    count the same in both totals.
     """
     layers = [layer_params(n, m) for n, m in model.named_modules()
-              if isinstance(m, nn.Conv2d)]
+              if isinstance(m, (nn.Conv2d, nn.Linear))]
     stored = sum(p.numel() for p in model.parameters())
     saved = sum(layer.dense - layer.stored for layer in layers)
     return ModelParams(stored + saved, stored,

@@ -73,6 +73,9 @@ K3_PRESETS = {
 DEFAULT_POINTWISE_RATIO = 8
 
 GRAD_REDUCTIONS = ('mean', 'sum')
+#: Default compression of a 1D summary (rows of length N, offset N / 8),
+#: as a 1x1 conv's: :func:`segment_stride`.
+DEFAULT_SEGMENT_RATIO = 8
 
 
 def _divisors(n: int) -> list:
@@ -299,6 +302,20 @@ def resolve_geometry(in_channels: int,
     return FSGeometry(c, (s1, s2), sampling, strides, g)
 
 
+def interleave_order(num_filters: int, interleave: int) -> Tensor:
+    """Grid position of the filter of every output channel.
+
+    Args:
+        num_filters: K.
+        interleave: g, dividing K.
+
+    Returns:
+        Long tensor (K,): entry ``a * g + c`` is ``c * (K / g) + a``, so
+        output channels k and k + g are grid neighbours (the identity for g = 1).
+    """
+    return torch.arange(num_filters).view(interleave, -1).t().reshape(-1)
+
+
 def filter_index(geometry: FSGeometry) -> Tensor:
     """Flat summary index of every filter element (the paper's mapping T).
 
@@ -323,12 +340,62 @@ def filter_index(geometry: FSGeometry) -> Tensor:
     row = (ar(k1).view(k1, 1, 1, 1, 1, 1) * x + ar(s1).view(1, 1, 1, 1, s1, 1)) % hm
     col = (ar(k2).view(1, k2, 1, 1, 1, 1) * y + ar(s2).view(1, 1, 1, 1, 1, s2)) % wm
     index = ((chan * hm + row) * wm + col).reshape(geometry.filter_shape)
-    g = geometry.interleave
-    if g > 1:  # row a * g + c <- grid filter c * (K / g) + a
-        k = geometry.num_filters
-        index = index[ar(k).view(g, k // g).t().reshape(-1)]
+    index = index[interleave_order(geometry.num_filters, geometry.interleave)]
     # int32 halves the buffer and the gather's index traffic.
     dtype = torch.int32 if cm * hm * wm < 2**31 else torch.long
+    return index.to(dtype).contiguous()
+
+
+def segment_stride(row_length: int, ratio: float = DEFAULT_SEGMENT_RATIO,
+                   stride: Optional[int] = None) -> int:
+    """Offset between neighbouring rows in a 1D summary.
+
+    Args:
+        row_length: N, the length of a row (a linear layer's ``in_features``).
+        ratio: wanted compression N / s (>= 1); the stride is
+            ``ceil(N / ratio)``, so the compression is at most ``ratio``.
+        stride: an explicit stride s, 1 <= s <= N, instead of ``ratio``.
+
+    Returns:
+        The stride s.
+
+    Raises:
+        ValueError: ``ratio`` below 1 or not a finite number; ``stride`` not an
+            int in [1, N].
+    """
+    row_length = _positive_int('in_features', row_length)
+    if stride is not None:
+        if _positive_int('stride', stride) > row_length:
+            raise ValueError(f'stride must be an int in [1, in_features = '
+                             f'{row_length}], got {stride}')
+        return stride
+    if _positive_scale('ratio', ratio) < 1:
+        raise ValueError(f'ratio must be >= 1 (N / stride), got {ratio!r}')
+    return math.ceil(row_length / ratio)
+
+
+def segment_index(num_rows: int, row_length: int, stride: int) -> Tensor:
+    """Flat index of every weight element in a 1D summary (the later paper's layout).
+
+    Row k of a (K, N) weight is the length-N segment of the summary ``f``
+    (length ``L = K * s``) that starts at ``k * s``, read with circular
+    wrap-around: ``weight[k, j] = f[(k * s + j) mod L]``. Neighbouring rows
+    share ``N - s`` weights; every summary element is read, ``N / s`` times
+    when s divides N, so the compression is ``K N / L = N / s``. With fewer
+    rows than ``N / s`` a row wraps onto itself (it is periodic).
+
+    Args:
+        num_rows: K, the number of rows (``out_features``).
+        row_length: N, the length of a row (``in_features``).
+        stride: s, 1 <= s <= N (:func:`segment_stride`).
+
+    Returns:
+        Integer (int32) tensor of shape (K, N).
+    """
+    length = num_rows * stride
+    index = (torch.arange(num_rows).view(-1, 1) * stride +
+             torch.arange(row_length).view(1, -1)) % length
+    dtype = torch.int32 if length < 2**31 else torch.long
     return index.to(dtype).contiguous()
 
 

@@ -56,6 +56,20 @@ def test_demo_runs_end_to_end_and_refuses_to_mix_results(tmp_path):
     assert {'loss.png', 'params_vs_map.png', 'detections_0.jpg'} <= {
         p.name for p in pictures.iterdir()}
     assert '| FSNet-WQ |' in result.stdout
+    assert 'no benchmark results at 2 iterations' in result.stdout
     again = run_tool(*args)
     assert again.returncode != 0
     assert 'already holds a finished demo' in again.stderr
+
+
+def test_dense_rows_come_from_the_benchmark_results_labelled(tmp_path):
+    from fsnet_mmdet.tools.demo import benchmark_dense_rows
+    assert benchmark_dense_rows(str(tmp_path / 'missing.json')) == []
+    row = dict(seeds=1, params=1000, bytes=4321, mAP=0.5)
+    rows = [dict(row, name='dense-w0.25'), dict(row, name='fs-k3x1', mAP=0.1),
+            dict(row, name='dense-as-fs-k3x1', params=90, mAP=0.25)]
+    path = tmp_path / 'results.json'
+    path.write_text(json.dumps(dict(rows=rows)))
+    dense = benchmark_dense_rows(str(path))
+    assert [(r['params'], r['mAP']) for r in dense] == [(1000, 0.5), (90, 0.25)]
+    assert all('not trained here' in r['variant'] for r in dense)

@@ -127,13 +127,17 @@ def test_other_detectors_switched_by_conv_cfg(config, stored, dense):
 def test_pred_interleave_groups_each_anchors_outputs():
     demo = 'configs/demo/fsnet_ssd300_demo.py'  # width 0.25: fast to build
     cfg = load_config(demo)
-    cfg.model.bbox_head.pred_interleave = True
+    assert cfg.model.bbox_head.pred_interleave  # the FS configs' default
     head = build_detector(cfg).bbox_head
-    plain = build_detector(load_config(demo)).bbox_head
+    grid_cfg = load_config(demo)
+    grid_cfg.model.bbox_head.pred_interleave = False
+    plain = build_detector(grid_cfg).bbox_head
     assert head.cls_out_channels == 7  # 6 shapes + background
     for branches, group in ((head.cls_convs, 7), (head.reg_convs, 4)):
         for branch in branches:
             assert branch[-1].geometry.interleave == group
+    for branch in plain.cls_convs + plain.reg_convs:
+        assert branch[-1].geometry.interleave == 1
     # The same summaries and parameter count: only the filter order changes.
     assert count_params(head).stored == count_params(plain).stored
     cfg.model.bbox_head.pred_conv_cfg = None

@@ -21,7 +21,7 @@ def build_model_from_config(config: str,
 
 
 def format_table(report: ModelParams, per_layer: bool = True) -> str:
-    """The report as text: one row per conv layer, then the totals."""
+    """The report as text: one row per conv and linear layer, then the totals."""
     rows: List[str] = []
     header = f'{"layer":<34} {"dense":>12} {"stored":>12} {"ratio":>7}'
     if per_layer:
@@ -41,7 +41,7 @@ def format_table(report: ModelParams, per_layer: bool = True) -> str:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         description='Print dense-equivalent and stored parameters per conv '
-        'layer of a config\'s model, and the totals.')
+        'and linear layer of a config\'s model, and the totals.')
     parser.add_argument('config', help='config file path')
     parser.add_argument('--totals-only', action='store_true',
                         help='print only the totals')

@@ -17,6 +17,12 @@ from .pipeline import ROOT, last_checkpoint, map_of, run_tool, training_records
 
 CONFIG = 'configs/demo/fsnet_ssd300_demo.py'
 WQ_CONFIG = 'configs/demo/fsnet_ssd300_demo_wq.py'
+#: The accuracy benchmark's committed results at the demo's schedule
+#: (``python benchmarks/bench_accuracy.py --iters 750 ...``): the dense models
+#: the demo's table compares with, trained there on the same data.
+BENCHMARK_RESULTS = 'docs/accuracy/iters{iters}/results.json'
+BENCHMARK_DENSE = {'dense-w0.25': 'dense SSD300-BN, width 0.25',
+                   'dense-as-fs-k3x1': 'dense, thinned to the FS parameters'}
 #: Paper Table 4 (parameters, VOC2007 test mAP), for the chart.
 PAPER_TABLE4 = {
     'SSD300 (paper)': (26.32e6, 77.31), 'Tiny SSD (paper)': (1.13e6, 61.3),
@@ -34,6 +40,25 @@ def _data_options(data_root: str) -> List[str]:
 
 def _tool(*args: str) -> None:
     run_tool(*args, what='demo')
+
+
+def benchmark_dense_rows(path: str) -> List[dict]:
+    """The dense rows of the accuracy benchmark's ``results.json`` at ``path``.
+
+    Returns:
+        One row per model of :data:`BENCHMARK_DENSE` that the benchmark ran
+        (mean over its seeds; ``variant`` says where the row comes from);
+        empty when ``path`` does not exist.
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = {r['name']: r for r in json.load(f)['rows']}
+    return [dict(variant=f'{label} (benchmark, {rows[name]["seeds"]} seed(s), '
+                 f'not trained here)', params=rows[name]['params'],
+                 effective=rows[name]['params'], bytes=rows[name]['bytes'],
+                 mAP=rows[name]['mAP'])
+            for name, label in BENCHMARK_DENSE.items() if name in rows]
 
 
 def _loss_curve(train_dir: str, out: str) -> None:
@@ -65,15 +90,17 @@ def _chart(rows: List[dict], out: str) -> None:
         ax.annotate(name, (params / 1e6, m), fontsize=7,
                     xytext=(4, 2), textcoords='offset points')
     for i, row in enumerate(rows):
-        ax.scatter(row['effective'] / 1e6, row['mAP'] * 100, color='tab:red')
-        ax.annotate(f'{row["variant"]} (ours, demo data)',
+        color = 'tab:blue' if row['variant'].startswith('dense') else 'tab:red'
+        ax.scatter(row['effective'] / 1e6, row['mAP'] * 100, color=color)
+        ax.annotate(f'{row["variant"].split(" (")[0]} (ours, demo data)',
                     (row['effective'] / 1e6, row['mAP'] * 100), fontsize=7,
-                    color='tab:red', xytext=(4, 6 - 14 * i),
+                    color=color, xytext=(4, 6 - 14 * i),
                     textcoords='offset points')
     ax.set_xscale('log')
     ax.set_xlabel('(effective) parameters, millions')
     ax.set_ylabel('mAP@0.5 (%)')
-    ax.set_title('Paper Table 4 (VOC2007 test, gray) and this demo (red)\n'
+    ax.set_title('Paper Table 4 (VOC2007 test, gray) and this demo (FS red, '
+                 'dense blue)\n'
                  'different data: the demo points are not comparable in mAP',
                  fontsize=9)
     ax.grid(alpha=0.3, which='both')
@@ -119,6 +146,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     import torch
+    from mmengine.config import Config
 
     from ..datasets.synthetic_voc import SyntheticVOCSpec, ensure_dataset
     from ..fsconv import count_params
@@ -182,24 +210,31 @@ def main(argv: Optional[List[str]] = None) -> None:
              effective=report.effective_wq, bytes=os.path.getsize(wq_path),
              mAP=map_of(wq_dir)),
     ]
+    iters = args.iters or Config.fromfile(
+        os.path.join(ROOT, CONFIG)).train_cfg.max_iters
+    dense_rows = benchmark_dense_rows(
+        os.path.join(ROOT, BENCHMARK_RESULTS.format(iters=iters)))
     pictures = os.path.join(work_dir, 'pictures')
     os.makedirs(pictures, exist_ok=True)
     _loss_curve(train_dir, os.path.join(pictures, 'loss.png'))
-    _chart(rows, os.path.join(pictures, 'params_vs_map.png'))
+    _chart(dense_rows + rows, os.path.join(pictures, 'params_vs_map.png'))
     _detections(wq_path, data_root, pictures)
 
     lines = ['| variant | parameters | effective parameters | checkpoint bytes '
-             '| mAP@0.5 (demo test split) |', '|---|---|---|---|---|',
-             f'| dense equivalent (not trained) | {report.dense:,} | '
-             f'{report.dense:,} | {4 * report.dense:,} (fp32) | - |']
+             '| mAP@0.5 (demo test split) |', '|---|---|---|---|---|']
+    if not dense_rows:
+        lines.append(f'| dense equivalent (not trained; no benchmark results '
+                     f'at {iters} iterations) | {report.dense:,} | '
+                     f'{report.dense:,} | {4 * report.dense:,} (fp32) | - |')
     lines += [f'| {r["variant"]} | {r["params"]:,} | {r["effective"]:,.0f} | '
-              f'{r["bytes"]:,} | {r["mAP"]:.3f} |' for r in rows]
+              f'{r["bytes"]:,} | {r["mAP"]:.3f} |' for r in dense_rows + rows]
     table = '\n'.join(lines)
     elapsed = time.time() - start
     with open(os.path.join(work_dir, 'summary.md'), 'w') as f:
         f.write(table + f'\n\nwall time {elapsed / 60:.1f} min\n')
     with open(summary_path, 'w') as f:
-        json.dump(dict(rows=rows, dense=report.dense, wall_s=elapsed), f, indent=1)
+        json.dump(dict(rows=dense_rows + rows, dense=report.dense,
+                       wall_s=elapsed), f, indent=1)
     print('\n' + table)
     print(f'\ndemo finished in {elapsed / 60:.1f} min; results, pictures and '
           f'checkpoints in {work_dir}')

@@ -59,8 +59,8 @@ def quantize_main(argv: Optional[List[str]] = None) -> None:
     model = build_model_from_config(args.config)
     layers = fs_layers(model)
     if not layers:
-        raise ValueError(f'{args.config}: the model has no FSConv layer, '
-                         f'nothing to quantize; {args.out} not written')
+        raise ValueError(f'{args.config}: the model has no FSConv or FSLinear '
+                         f'layer, nothing to quantize; {args.out} not written')
     meta = load_into(model, args.checkpoint)
     compressed = compress_state_dict(
         model.state_dict(), [f'{n}.summary' for n in layers],

@@ -1,0 +1,184 @@
+"""What every filter-summary layer shares: a summary in place of the weight.
+
+:class:`SummaryWeightMixin` turns an ``nn.Conv2d`` or ``nn.Linear`` subclass
+into a layer that stores one learned tensor, the summary, and an integer
+``index`` of the weight's shape that reads every weight element from it:
+``weight = summary.reshape(-1)[index]``. The mixin gives the layer the dense
+module's interface on top (a ``weight`` that initializers can write into,
+state dicts that hold the summary, the eval-mode cache, WQ on load); the layer
+class builds the index (:func:`~fsnet_mmdet.functional.filter_index` for the
+3D summary of convs, :func:`~fsnet_mmdet.functional.segment_index` for the 1D
+summary) and runs its own forward with :meth:`_forward_weight`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .functional import (GRAD_REDUCTIONS, FSGeometry, extract_filters,
+                         multiplicity, representatives)
+from .quantization import fake_quantize
+
+
+def check_grad_reduction(grad_reduction: str) -> str:
+    if grad_reduction not in GRAD_REDUCTIONS:
+        raise ValueError(f'grad_reduction must be one of {GRAD_REDUCTIONS}, '
+                         f'got {grad_reduction!r}')
+    return grad_reduction
+
+
+class SummaryWeightMixin:
+    """A weight read from a summary by index; mixed in before the dense module.
+
+    Initialization: ``weight`` returns a dense materialization of the weight,
+    detached; an in-place write to it (``nn.init.*_``, MMEngine's
+    ``init_cfg`` initializers, mmcv's kaiming init) is written back onto the
+    summary as soon as any parameter, buffer or ``weight`` of the layer is
+    read again (initializers read ``bias`` next), and before forward,
+    ``state_dict`` and ``load_state_dict``, taking for each summary element
+    the value drawn for the first weight element that reads it. The extracted
+    weight therefore has exactly the distribution the initializer would give
+    the dense layer. The differentiable weight is :meth:`filters`.
+    """
+
+    summary: nn.Parameter
+    index: Tensor
+    inv_multiplicity: Tensor
+
+    def _init_summary(self, shape, index: Tensor, bias_features: Optional[int],
+                      grad_reduction: str, wq: bool,
+                      fold: Optional[FSGeometry] = None, device=None,
+                      dtype=None) -> None:
+        """Register the summary, the bias, the index and its multiplicity; init.
+
+        Called by the layer's ``__init__`` after the dense module's, whose
+        ``weight`` it removes (create that one on the meta device).
+
+        Args:
+            shape: the summary's shape.
+            index: integer tensor of the weight's shape, flat summary indices.
+            bias_features: length of the bias, or None for no bias.
+            grad_reduction: ``'mean'`` (Eq. 2) or ``'sum'``.
+            wq: quantize every summary loaded from a checkpoint to 8 bits.
+            fold: a geometry for :func:`fold_filter_grad`, or None.
+        """
+        del self._parameters['weight']
+        self.grad_reduction = check_grad_reduction(grad_reduction)
+        self.wq = bool(wq)
+        factory = dict(device=device, dtype=dtype)
+        self.summary = nn.Parameter(torch.empty(shape, **factory))
+        if bias_features is not None:
+            self.bias = nn.Parameter(torch.empty(bias_features, **factory))
+        index = index.to(device)
+        count = multiplicity(index, self.summary.numel())
+        # Derived from the layer's options: never saved in a checkpoint.
+        self.register_buffer('index', index, persistent=False)
+        self.register_buffer('inv_multiplicity',
+                             1.0 / count.to(self.summary.dtype),
+                             persistent=False)
+        self._fold = fold
+        self._dense = None  # (tensor, version) handed out by `weight`
+        self._eval_cache = None  # (weight, summary key) in eval mode
+        self.reset_parameters()
+
+    def _layout(self) -> str:
+        """The options that set the summary's shape, for error messages."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- weight
+    @property
+    def weight(self) -> Tensor:
+        """The dense weight, detached; in-place writes reach the summary."""
+        self._write_back()
+        dense = self._gather()
+        self._dense = (dense, dense._version)
+        return dense
+
+    def __getattr__(self, name: str):
+        # nn.Module serves parameters, buffers and submodules from here. A
+        # pending write to `weight` is applied first, so every reader sees it:
+        # MMEngine's initializers read `bias` right after writing `weight`.
+        if self.__dict__.get('_dense') is not None:
+            self._write_back()
+        return super().__getattr__(name)
+
+    def _write_back(self) -> None:
+        """Copy in-place writes to the last ``weight`` onto the summary."""
+        if self._dense is None:
+            return
+        dense, version = self._dense
+        self._dense = None
+        if dense._version != version:
+            rep = representatives(self.index, self.summary.numel())
+            with torch.no_grad():
+                self.summary.copy_(dense.reshape(-1)[rep].view_as(self.summary))
+
+    def filters(self) -> Tensor:
+        """The weight, differentiable w.r.t. the summary (backward: Eq. 2)."""
+        self._write_back()
+        inv = self.inv_multiplicity if self.grad_reduction == 'mean' else None
+        return extract_filters(self.summary, self.index, inv, self._fold)
+
+    @torch.no_grad()
+    def _gather(self) -> Tensor:
+        """The weight, detached, from the current summary."""
+        return self.summary.reshape(-1).index_select(
+            0, self.index.reshape(-1)).view(self.index.shape)
+
+    def _eval_filters(self) -> Tensor:
+        """The weight, reused across eval-mode calls while the summary is unchanged."""
+        self._write_back()
+        s = self.summary
+        key = (s._version, s.data_ptr(), s.dtype, s.device)
+        if self._eval_cache is None or self._eval_cache[1] != key:
+            self._eval_cache = (self._gather(), key)
+        return self._eval_cache[0]
+
+    def _forward_weight(self) -> Tensor:
+        """The weight a forward uses: cached in eval mode without autograd."""
+        if not self.training and not (torch.is_grad_enabled()
+                                      and self.summary.requires_grad):
+            return self._eval_filters()
+        return self.filters()
+
+    def relative_error(self, dense_weight: Tensor) -> float:
+        """``||W - weight|| / ||W||`` for a dense weight W of the layer's shape."""
+        dense_weight = dense_weight.detach()
+        return float((self._gather() - dense_weight).norm() /
+                     dense_weight.norm())
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._eval_cache = None  # frees the weight while training
+        return super().train(mode)
+
+    # ------------------------------------------------------------ state dict
+    def _apply(self, fn, recurse=True):
+        self._write_back()
+        self._eval_cache = None
+        return super()._apply(fn, recurse)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        self._write_back()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        self._write_back()  # a pending init is overridden by what is loaded
+        self._eval_cache = None
+        key = prefix + 'summary'
+        if key in state_dict and tuple(state_dict[key].shape) != tuple(
+                self.summary.shape):
+            raise ValueError(
+                f'{key}: checkpoint summary has shape '
+                f'{tuple(state_dict[key].shape)}, this {type(self).__name__} '
+                f'expects {tuple(self.summary.shape)} ({self._layout()}); check '
+                f'the FS options of the config against the checkpoint')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if self.wq and key in state_dict:
+            with torch.no_grad():
+                self.summary.copy_(fake_quantize(self.summary))
