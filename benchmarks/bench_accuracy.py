@@ -29,13 +29,11 @@ form of the paper's Table 4), ``results.json`` (every run) and
 import argparse
 import dataclasses
 import json
-import math
 import os
-import shutil
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

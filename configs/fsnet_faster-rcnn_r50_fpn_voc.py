@@ -1,11 +1,9 @@
-# FSConv reused outside SSD: MMDetection's Faster R-CNN R-50-FPN on VOC07+12
-# with every conv of the ResNet backbone and the FPN made FSConv through
-# conv_cfg (the paper's Table 1 rule, 1x1 convs 8x). Trained from scratch like
-# FSNet, so the ImageNet-pretrained init (dense weights) is dropped.
+# FSNet for any detector, one switch: MMDetection's Faster R-CNN R-50-FPN on
+# VOC07+12 with every conv (ResNet, FPN, RPN) made FSConv and every linear
+# layer of the RoI head (two shared FCs, class and box predictors) made
+# FSLinear (1D summary, 8x) by `fs_convert` after the model is built. Trained
+# from scratch like FSNet, so the ImageNet-pretrained init is dropped.
 _base_ = 'mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py'
 custom_imports = dict(imports=['fsnet_mmdet'], allow_failed_imports=False)
 
-fs_conv = dict(type='FSConv')
-model = dict(
-    backbone=dict(conv_cfg=fs_conv, init_cfg=None),
-    neck=dict(conv_cfg=fs_conv))
+model = dict(backbone=dict(init_cfg=None), fs_convert=dict(linear=dict()))

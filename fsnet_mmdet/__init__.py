@@ -2,10 +2,12 @@
 
 Importing this package registers every module it defines (``FSConv`` and
 ``FSLinear`` in MMEngine's root ``MODELS``; ``FSSSD300``, ``FSSSDHead``,
-``CheckedVOCDataset`` and ``FiniteLossHook`` in MMDetection's registries) and
-applies the compatibility fixes of :mod:`fsnet_mmdet.compat`.
+``CheckedVOCDataset`` and ``FiniteLossHook`` in MMDetection's registries),
+applies the compatibility fixes of :mod:`fsnet_mmdet.compat` and lets a model
+config's ``fs_convert`` key convert any detector (:mod:`fsnet_mmdet.convert`).
 """
 from .compat import apply_patches, load_checkpoint_file
+from .convert import convert_to_fs, install_build_hook
 from .datasets import CheckedVOCDataset
 from .fsconv import FSConv, LayerParams, ModelParams, count_params, layer_params
 from .fslinear import FSLinear
@@ -13,10 +15,11 @@ from .hooks import FiniteLossHook
 from .models import FSSSD300, FSSSDHead
 
 apply_patches()
+install_build_hook()
 
 __version__ = '0.1.0'
 __all__ = [
     'CheckedVOCDataset', 'FSConv', 'FSLinear', 'FSSSD300', 'FSSSDHead', 'FiniteLossHook',
-    'LayerParams', 'ModelParams', 'count_params', 'layer_params',
+    'LayerParams', 'ModelParams', 'convert_to_fs', 'count_params', 'layer_params',
     'load_checkpoint_file'
 ]

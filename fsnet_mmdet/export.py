@@ -1,6 +1,7 @@
-"""Quantize and bake FS detectors into compact or standard checkpoints."""
+"""Convert checkpoints: dense -> FS (least squares), FS -> compact (WQ) or stock."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Tuple
 
 import torch
@@ -20,6 +21,52 @@ def fs_layers(model: nn.Module) -> List[str]:
     """Names of the model's summary layers (FSConv, FSLinear)."""
     return [n for n, m in model.named_modules()
             if isinstance(m, SummaryWeightMixin)]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """How far one layer's least-squares summary is from its dense weight."""
+
+    name: str
+    dense_norm: float   # ||W||
+    error_norm: float   # ||W - summary[index]||
+
+    @property
+    def relative_error(self) -> float:
+        return self.error_norm / self.dense_norm if self.dense_norm else 0.0
+
+
+def project_state_dict(model: nn.Module, state_dict: Dict[str, Tensor]
+                       ) -> Tuple[Dict[str, Tensor], List[Projection]]:
+    """A dense checkpoint's state dict made to fit an FS model.
+
+    For every summary layer ``name`` of the model (FSConv, FSLinear) whose
+    ``name.weight`` is in the state dict, that entry becomes ``name.summary``,
+    the least-squares summary (each element the mean of the dense weights that
+    map to it). Everything else is kept as it is.
+
+    Args:
+        model: the FS model.
+        state_dict: the dense model's state dict (not modified).
+
+    Returns:
+        The new state dict and, per projected layer, its :class:`Projection`.
+
+    Raises:
+        ValueError: a dense weight fits neither the layer's dense shape nor
+            its summary (names the entry); nothing is returned half-done.
+    """
+    state, report = dict(state_dict), []
+    for name, layer in model.named_modules():
+        key = f'{name}.weight'
+        if not isinstance(layer, SummaryWeightMixin) or key not in state:
+            continue
+        dense = state.pop(key)
+        summary = layer.summary_from_dense(dense, key)
+        state[f'{name}.summary'] = summary
+        error = summary.reshape(-1)[layer.index.long()] - dense
+        report.append(Projection(name, float(dense.norm()), float(error.norm())))
+    return state, report
 
 
 def check_state_dict(model: nn.Module, state_dict: Dict[str, Tensor],

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from .functional import (FSGeometry, filter_index, foldable,
-                         interleave_order, project_filters, resolve_geometry,
+                         interleave_order, resolve_geometry,
                          segment_index, segment_stride)
 from .summary_layer import SummaryWeightMixin, check_grad_reduction
 
@@ -166,8 +166,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                  device=conv.weight.device, dtype=conv.weight.dtype,
                  **fs_options)
         with torch.no_grad():
-            fs.summary.copy_(project_filters(
-                conv.weight, fs.index, fs.summary.numel()).view_as(fs.summary))
+            fs.summary.copy_(fs.summary_from_dense(conv.weight))
             if conv.bias is not None:
                 fs.bias.copy_(conv.bias)
         return fs

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .functional import (DEFAULT_SEGMENT_RATIO, project_filters, segment_index,
-                         segment_stride)
+from .functional import DEFAULT_SEGMENT_RATIO, segment_index, segment_stride
 from .summary_layer import SummaryWeightMixin, check_grad_reduction
 
 
@@ -91,8 +90,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
                  linear.bias is not None, device=linear.weight.device,
                  dtype=linear.weight.dtype, **fs_options)
         with torch.no_grad():
-            fs.summary.copy_(project_filters(linear.weight, fs.index,
-                                             fs.summary.numel()))
+            fs.summary.copy_(fs.summary_from_dense(linear.weight))
             if linear.bias is not None:
                 fs.bias.copy_(linear.bias)
         return fs

@@ -15,11 +15,20 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from .functional import (GRAD_REDUCTIONS, FSGeometry, extract_filters,
-                         multiplicity, representatives)
+                         multiplicity, project_filters, representatives)
 from .quantization import fake_quantize
+
+
+def relative_error(summary: Tensor, index: Tensor, dense_weight: Tensor) -> float:
+    """``||W - summary[index]|| / ||W||``: how far a summary's weight is from W."""
+    with torch.no_grad():
+        weight = summary.reshape(-1)[index.long()]
+        dense_weight = dense_weight.to(weight.dtype)
+        return float((weight - dense_weight).norm() / dense_weight.norm())
 
 
 def check_grad_reduction(grad_reduction: str) -> str:
@@ -143,11 +152,32 @@ class SummaryWeightMixin:
             return self._eval_filters()
         return self.filters()
 
+    def summary_from_dense(self, dense_weight: Tensor, name: str = 'weight') -> Tensor:
+        """The least-squares summary of a dense weight of the layer's shape.
+
+        Each summary element is the mean of the dense weights that map to it
+        (:func:`~fsnet_mmdet.functional.project_filters`).
+
+        Args:
+            dense_weight: the dense layer's weight, of this layer's dense shape.
+            name: the weight's name (its state-dict key), for the error.
+
+        Raises:
+            ValueError: the weight has another shape; names it and both shapes
+                the layer accepts.
+        """
+        if tuple(dense_weight.shape) != tuple(self.index.shape):
+            raise ValueError(
+                f'{name}: dense weight of shape {tuple(dense_weight.shape)} fits '
+                f'neither this {type(self).__name__}\'s dense shape '
+                f'{tuple(self.index.shape)} nor its summary '
+                f'{tuple(self.summary.shape)} ({self._layout()})')
+        return project_filters(dense_weight.to(self.summary.dtype), self.index,
+                               self.summary.numel()).view_as(self.summary)
+
     def relative_error(self, dense_weight: Tensor) -> float:
         """``||W - weight|| / ||W||`` for a dense weight W of the layer's shape."""
-        dense_weight = dense_weight.detach()
-        return float((self._gather() - dense_weight).norm() /
-                     dense_weight.norm())
+        return relative_error(self.summary, self.index, dense_weight)
 
     def train(self, mode: bool = True):
         if mode:
@@ -168,7 +198,16 @@ class SummaryWeightMixin:
                               missing_keys, unexpected_keys, error_msgs):
         self._write_back()  # a pending init is overridden by what is loaded
         self._eval_cache = None
-        key = prefix + 'summary'
+        key, dense_key = prefix + 'summary', prefix + 'weight'
+        if key not in state_dict and dense_key in state_dict:
+            # A dense checkpoint (e.g. mmdet's model zoo via `load_from`): its
+            # least-squares summary. The dict is the loader's own copy.
+            dense = state_dict.pop(dense_key)
+            state_dict[key] = self.summary_from_dense(dense, dense_key)
+            print_log(f'{dense_key}: dense weight projected onto the FS summary '
+                      f'{tuple(self.summary.shape)}, relative error '
+                      f'{relative_error(state_dict[key], self.index, dense):.3f}',
+                      logger='current')
         if key in state_dict and tuple(state_dict[key].shape) != tuple(
                 self.summary.shape):
             raise ValueError(

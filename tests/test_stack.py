@@ -1,5 +1,4 @@
 """The OpenMMLab stack works end to end on CPU, with our compatibility fixes."""
-import pickle
 
 import pytest
 import torch

@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from conftest import ROOT, TINY_CONFIG, VOC_ROOT, run_tool  # noqa: F401  (trained)

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import (ROOT, TINY_CONFIG, TINY_WQ_CONFIG, build_detector,
+from conftest import (TINY_CONFIG, TINY_WQ_CONFIG, build_detector,
                       load_config, run_tool, voc_batch)
 from fsnet_mmdet import FSConv
 from fsnet_mmdet.quantization import (compress_state_dict, decompress,

@@ -1,6 +1,6 @@
 """VGG16-BN backbone of SSD300 for training from scratch, any conv type."""
 from collections import OrderedDict
-from typing import Optional, Tuple
+from typing import Tuple
 
 from mmcv.cnn import ConvModule
 from mmdet.registry import MODELS

@@ -1,15 +1,32 @@
 """``tools/quantize.py`` and ``tools/bake.py``: compressed and stock checkpoints."""
 import argparse
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from torch import nn
 
 from ..compat import load_checkpoint_file
-from ..export import check_state_dict, fs_layers, plain_meta, to_stock_ssd300
+from ..export import (check_state_dict, fs_layers, plain_meta,
+                      project_state_dict, to_stock_ssd300)
 from ..fsconv import count_params
 from ..quantization import compress_state_dict, decompress, is_compressed, save_atomic
 from .count_params import build_model_from_config
+
+
+def read_checkpoint(checkpoint: str) -> Tuple[dict, dict]:
+    """The state dict and metadata of a (float or compressed) checkpoint file.
+
+    Raises:
+        ValueError: the file holds no state dict (names the file).
+        RuntimeError: the file is unreadable (names the file).
+    """
+    ckpt = load_checkpoint_file(checkpoint, map_location='cpu')
+    if is_compressed(ckpt):
+        ckpt = decompress(ckpt, checkpoint)
+    state_dict = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state_dict, dict):
+        raise ValueError(f'{checkpoint}: holds no state dict')
+    return state_dict, ckpt.get('meta', {}) or {}
 
 
 def load_into(model: nn.Module, checkpoint: str) -> dict:
@@ -23,16 +40,11 @@ def load_into(model: nn.Module, checkpoint: str) -> dict:
             and the first mismatching entry).
         RuntimeError: the file is unreadable (names the file).
     """
-    ckpt = load_checkpoint_file(checkpoint, map_location='cpu')
-    if is_compressed(ckpt):
-        ckpt = decompress(ckpt, checkpoint)
-    state_dict = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state_dict, dict):
-        raise ValueError(f'{checkpoint}: holds no state dict')
+    state_dict, meta = read_checkpoint(checkpoint)
     check_state_dict(model, state_dict, checkpoint)
     model.load_state_dict(state_dict)
     model.eval()
-    return ckpt.get('meta', {}) or {}
+    return meta
 
 
 def _run(main):
@@ -92,3 +104,42 @@ def bake_main(argv: Optional[List[str]] = None) -> None:
     size = save_atomic({'meta': plain_meta(meta), 'state_dict': state}, args.out)
     print(f'{args.out}: {size:,} bytes, {sum(v.numel() for v in state.values()):,} '
           f'parameters; config: mmdet::pascal_voc/ssd300_voc0712.py')
+
+
+@_run
+def convert_main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        description='Start an FS model from a trained dense checkpoint: every '
+        'FSConv / FSLinear of the config\'s model gets the least-squares '
+        'summary of the dense layer of the same name (each summary element '
+        'the mean of the dense weights that map to it); prints how far each '
+        'layer\'s filters are from the dense ones. Fine-tune the result with '
+        'tools/train.py --cfg-options load_from=OUT.')
+    parser.add_argument('config', help='config of the FS model')
+    parser.add_argument('checkpoint', help='dense checkpoint (same detector, '
+                        'dense convs / linear layers)')
+    parser.add_argument('out', help='FS checkpoint to write')
+    args = parser.parse_args(argv)
+
+    model = build_model_from_config(args.config)
+    if not fs_layers(model):
+        raise ValueError(f'{args.config}: the model has no FSConv or FSLinear '
+                         f'layer, nothing to convert; {args.out} not written')
+    dense_state, meta = read_checkpoint(args.checkpoint)
+    try:
+        state, report = project_state_dict(model, dense_state)
+    except ValueError as err:
+        raise ValueError(f'{args.checkpoint}: {err}') from None
+    check_state_dict(model, state, args.checkpoint)
+    model.load_state_dict(state)
+    size = save_atomic({'meta': dict(plain_meta(meta),
+                                     source=os.path.basename(args.checkpoint)),
+                        'state_dict': model.state_dict()}, args.out)
+    width = max(len(p.name) for p in report)
+    print(f'{"layer":<{width}}  relative error ||W - W_fs|| / ||W||')
+    for p in report:
+        print(f'{p.name:<{width}}  {p.relative_error:.4f}')
+    total = (sum(p.error_norm ** 2 for p in report) /
+             sum(p.dense_norm ** 2 for p in report)) ** 0.5
+    print(f'{len(report)} layers projected; all of them: {total:.4f}\n'
+          f'{args.out}: {size:,} bytes')

@@ -1,0 +1,8 @@
+"""Start an FS model from a trained dense checkpoint (least-squares summaries).
+
+    python tools/convert.py FS_CONFIG DENSE_CHECKPOINT OUT
+"""
+from fsnet_mmdet.tools.export import convert_main
+
+if __name__ == '__main__':
+    convert_main()
