@@ -40,7 +40,7 @@ sys.path.insert(0, ROOT)
 
 from fsnet_mmdet.tools.pipeline import (last_checkpoint, map_of,  # noqa: E402
                                         run_tool, seconds_per_iteration,
-                                        training_records)
+                                        training_records, write_json_atomic)
 
 DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo', 'fsnet_ssd300_demo.py')
 DEMO_WIDTH = 0.25
@@ -286,9 +286,7 @@ def run_one(variant: Variant, seed: int, iters: int, work: str,
     for path in (checkpoint, fp32):  # keep results, not 1-7 MB weights
         os.remove(path)
     result['wall_s'] = time.time() - start
-    with open(result_path + '.tmp', 'w') as f:
-        json.dump(result, f, indent=1)
-    os.replace(result_path + '.tmp', result_path)
+    write_json_atomic(result_path, result)
     return result
 
 

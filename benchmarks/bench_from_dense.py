@@ -27,7 +27,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_accuracy import VARIANTS, config_text, write_config  # noqa: E402
-from fsnet_mmdet.tools.pipeline import last_checkpoint, map_of, run_tool  # noqa: E402
+from fsnet_mmdet.tools.pipeline import (last_checkpoint, map_of,  # noqa: E402
+                                        run_tool, write_json_atomic)
 
 DENSE, FS = 'dense-w0.25', 'fs-k3x1-interleave'
 
@@ -69,9 +70,7 @@ def run_seed(seed: int, iters: int, work: str, data_root: str) -> dict:
     for path in (dense_ckpt, converted, tuned):
         os.remove(path)
     result['wall_s'] = time.time() - start
-    with open(result_path + '.tmp', 'w') as f:
-        json.dump(result, f, indent=1)
-    os.replace(result_path + '.tmp', result_path)
+    write_json_atomic(result_path, result)
     return result
 
 

@@ -13,7 +13,8 @@ import shutil
 import time
 from typing import List, Optional
 
-from .pipeline import ROOT, last_checkpoint, map_of, run_tool, training_records
+from .pipeline import (ROOT, last_checkpoint, map_of, run_tool,
+                       training_records, write_json_atomic)
 
 CONFIG = 'configs/demo/fsnet_ssd300_demo.py'
 WQ_CONFIG = 'configs/demo/fsnet_ssd300_demo_wq.py'
@@ -232,9 +233,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     elapsed = time.time() - start
     with open(os.path.join(work_dir, 'summary.md'), 'w') as f:
         f.write(table + f'\n\nwall time {elapsed / 60:.1f} min\n')
-    with open(summary_path, 'w') as f:
-        json.dump(dict(rows=dense_rows + rows, dense=report.dense,
-                       wall_s=elapsed), f, indent=1)
+    write_json_atomic(summary_path, dict(rows=dense_rows + rows,
+                                         dense=report.dense, wall_s=elapsed))
     print('\n' + table)
     print(f'\ndemo finished in {elapsed / 60:.1f} min; results, pictures and '
           f'checkpoints in {work_dir}')
