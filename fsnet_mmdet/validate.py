@@ -37,18 +37,21 @@ def _leaf_datasets(key: str, dataset) -> Iterator[Tuple[str, dict]]:
 
 def _check_fs_convs(cfg, path: str) -> None:
     from .fsconv import FSConv
+    from .fslinear import FSLinear
     from .functional import GRAD_REDUCTIONS, K3_PRESETS
 
-    allowed = [p for p in inspect.signature(FSConv).parameters
-               if inspect.signature(FSConv).parameters[p].kind ==
-               inspect.Parameter.KEYWORD_ONLY]
+    layers = {'FSConv': FSConv, 'FSLinear': FSLinear}
     for key, node in _walk(cfg.get('model', {}), 'model'):
-        if node.get('type') != 'FSConv':
+        layer = layers.get(node.get('type'))
+        if layer is None:
             continue
+        params = inspect.signature(layer).parameters
+        allowed = [p for p in params
+                   if params[p].kind == inspect.Parameter.KEYWORD_ONLY]
         unknown = sorted(set(node) - {'type', *allowed})
         if unknown:
-            raise ValueError(f'{path}: {key}.{unknown[0]} is not an FSConv '
-                             f'option; allowed: {allowed}')
+            raise ValueError(f'{path}: {key}.{unknown[0]} is not an '
+                             f'{node["type"]} option; allowed: {allowed}')
         if node.get('preset', 'paper') not in K3_PRESETS:
             raise ValueError(f'{path}: {key}.preset={node["preset"]!r} is '
                              f'unknown; allowed: {sorted(K3_PRESETS)}')

@@ -76,6 +76,8 @@ BAD_CONFIGS = [
     ({'model.backbone.conv_cfg.sampling': (1, 1, 3)}, 'K1 \\* K2 \\* K3 must equal'),
     ({'model.backbone.conv_cfg.preset': 'fsnet9'}, "preset='fsnet9' is unknown"),
     ({'model.neck.conv_cfg.k33': 2}, 'k33 is not an FSConv option'),
+    ({'model.fs_convert': dict(exclude=['head.*'])},
+     "exclude pattern 'head.\\*' matches no conv or linear layer"),
     ({'model.bbox_head.num_classes': 80}, 'num_classes=80 but .* has 20 classes'),
     ({'train_dataloader.dataset.dataset.datasets.0.data_root': '/nowhere/'},
      'datasets.0.data_root: /nowhere/VOC2007/ImageSets/Main/trainval.txt does not exist'),
