@@ -4,10 +4,10 @@ Importing this package registers every module it defines (``FSConv`` and
 ``FSLinear`` in MMEngine's root ``MODELS``; ``FSSSD300``, ``FSSSDHead``,
 ``CheckedVOCDataset`` and ``FiniteLossHook`` in MMDetection's registries),
 applies the compatibility fixes of :mod:`fsnet_mmdet.compat` and lets a model
-config's ``fs_convert`` key convert any detector (:mod:`fsnet_mmdet.convert`).
+config's ``fs_convert`` key convert any detector (:mod:`fsnet_mmdet.conversion`).
 """
 from .compat import apply_patches, load_checkpoint_file
-from .convert import convert_to_fs, install_build_hook
+from .conversion import convert_to_fs, install_build_hook
 from .datasets import CheckedVOCDataset
 from .fsconv import FSConv, LayerParams, ModelParams, count_params, layer_params
 from .fslinear import FSLinear

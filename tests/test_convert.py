@@ -5,7 +5,7 @@ from torch import nn
 
 from conftest import ROOT, build_detector, load_config, run_tool, voc_batch
 from fsnet_mmdet import FSConv, FSLinear
-from fsnet_mmdet.export import project_state_dict
+from fsnet_mmdet.conversion import project_state_dict
 
 DEMO = ROOT / 'configs' / 'demo' / 'fsnet_ssd300_demo.py'
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsnet_mmdet import FSLinear, count_params
-from fsnet_mmdet.export import fs_layers
+from fsnet_mmdet.conversion import fs_layers
 from fsnet_mmdet.functional import (extract_filters, multiplicity,
                                     segment_index, segment_stride)
 

@@ -2,7 +2,7 @@
 
     python tools/bake.py CONFIG CHECKPOINT OUT
 """
-from fsnet_mmdet.tools.export import bake_main
+from fsnet_mmdet.tools.convert_checkpoints import bake_main
 
 if __name__ == '__main__':
     bake_main()

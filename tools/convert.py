@@ -2,7 +2,7 @@
 
     python tools/convert.py FS_CONFIG DENSE_CHECKPOINT OUT
 """
-from fsnet_mmdet.tools.export import convert_main
+from fsnet_mmdet.tools.convert_checkpoints import convert_main
 
 if __name__ == '__main__':
     convert_main()

@@ -2,7 +2,7 @@
 
     python tools/quantize.py CONFIG CHECKPOINT OUT
 """
-from fsnet_mmdet.tools.export import quantize_main
+from fsnet_mmdet.tools.convert_checkpoints import quantize_main
 
 if __name__ == '__main__':
     quantize_main()

@@ -8,7 +8,7 @@ import torch
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from .summary_layer import SummaryWeightMixin
+from ..summary_layer import SummaryWeightMixin
 
 #: Indices of the convs in ``mmdet``'s ``SSDVGG(depth=16)`` ``features``
 #: (conv, ReLU pairs; max pools between stages; pool5, fc6, fc7 appended),
@@ -127,7 +127,7 @@ def _fold(conv_module: ConvModule) -> Tuple[Tensor, Tensor]:
 
 def _ssd300_layers(model: nn.Module) -> Iterator[Tuple[str, ConvModule]]:
     """(stock key prefix, ConvModule) for every conv of backbone and neck."""
-    from .models import FSSSD300
+    from ..models import FSSSD300
 
     if not isinstance(model.backbone, FSSSD300):
         raise ValueError(f'export to a stock SSD300 needs the FSSSD300 '

@@ -1,4 +1,8 @@
-"""``tools/quantize.py`` and ``tools/bake.py``: compressed and stock checkpoints."""
+"""``tools/convert.py``, ``tools/quantize.py``, ``tools/bake.py``: checkpoint conversions.
+
+Dense -> FS (least-squares summaries), FS -> compressed WQ, FS -> stock mmdet
+SSD300; the functions behind them are in :mod:`fsnet_mmdet.conversion`.
+"""
 import argparse
 import os
 from typing import List, Optional, Tuple
@@ -6,8 +10,8 @@ from typing import List, Optional, Tuple
 from torch import nn
 
 from ..compat import load_checkpoint_file
-from ..export import (check_state_dict, fs_layers, plain_meta,
-                      project_state_dict, to_stock_ssd300)
+from ..conversion.checkpoints import (check_state_dict, fs_layers, plain_meta,
+                                      project_state_dict, to_stock_ssd300)
 from ..fsconv import count_params
 from ..quantization import compress_state_dict, decompress, is_compressed, save_atomic
 from .count_params import build_model_from_config

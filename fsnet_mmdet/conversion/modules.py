@@ -21,9 +21,9 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .fsconv import FSConv
-from .fslinear import FSLinear
-from .summary_layer import SummaryWeightMixin
+from ..fsconv import FSConv
+from ..fslinear import FSLinear
+from ..summary_layer import SummaryWeightMixin
 
 #: The model-config key that :func:`install_build_hook` consumes.
 FS_CONVERT_KEY = 'fs_convert'
@@ -197,6 +197,6 @@ def install_build_hook() -> None:
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmengine.registry import MODELS
 
-    from .compat import _wrap
+    from ..compat import _wrap
     for registry in (MODELS, MMDET_MODELS):
         _wrap(registry, 'build_func', _build_with_fs_convert)
