@@ -8,6 +8,11 @@ max_memory_allocated) and the checkpoint bytes (dense fp32, FS fp32, FS WQ
 compressed); prints every ratio FS / dense.
 
     python benchmarks/bench_ssd300.py [--device cpu|cuda] [--batch N] [--reps N]
+    python benchmarks/bench_ssd300.py --widen 0.25   # the demo's width
+
+At ``--widen W`` below 1 every layer is W times as wide and the FS model is the
+demo's (``preset='paper'``: the ``fsnet1`` / ``fsnet2`` presets list the
+full-width filter counts only).
 """
 import argparse
 import json
@@ -15,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from typing import Dict, Tuple
 
 import torch
 
@@ -33,14 +39,35 @@ MODELS = {
     'fsnet1': 'configs/fsnet_ssd300_voc.py',
     'fsnet2': 'configs/fsnet2_ssd300_voc.py',
 }
+LABELS = {'dense': 'dense SSD300-BN', 'fsnet1': 'FSNet-1', 'fsnet2': 'FSNet-2',
+          'fs': 'FS (demo)'}
 
 
-def build(name: str, device: str):
+def model_configs(widen: float) -> Dict[str, Tuple[str, dict]]:
+    """Model name -> (config, cfg options) at width ``widen``."""
+    if widen == 1:
+        return {name: (config, {}) for name, config in MODELS.items()}
+    from fsnet_mmdet.models.fs_ssd_vgg import ssd300_widths
+
+    widths = list(ssd300_widths(widen))
+    shape = {'model.backbone.widen_factor': widen,
+             'model.neck.in_channels': widths[:2],
+             'model.neck.out_channels': widths,
+             'model.bbox_head.in_channels': widths}
+    fs = dict(type='FSConv', preset='paper')
+    return {'dense': (MODELS['dense'], shape),
+            'fs': (MODELS['fsnet1'], dict(shape, **{
+                'model.backbone.conv_cfg': fs, 'model.neck.conv_cfg': fs,
+                'model.bbox_head.pred_conv_cfg': fs}))}
+
+
+def build(name: str, device: str, widen: float = 1.0):
     from mmengine.logging import MMLogger
 
     MMLogger.get_current_instance().setLevel('WARNING')  # no init report
     torch.manual_seed(0)
-    model = build_model_from_config(os.path.join(ROOT, MODELS[name]))
+    config, options = model_configs(widen)[name]
+    model = build_model_from_config(os.path.join(ROOT, config), options)
     model.init_weights()
     return model.to(device)
 
@@ -107,10 +134,10 @@ def peak_rss_kib() -> int:
                     if line.startswith('VmHWM:'))
 
 
-def memory_probe(name: str, batch: int) -> None:
+def memory_probe(name: str, batch: int, widen: float) -> None:
     """Print this process's peak RSS (KiB) after two training iterations."""
     before = peak_rss_kib()
-    model = build(name, 'cpu')
+    model = build(name, 'cpu', widen)
     inputs, samples = synthetic_batch(batch, 'cpu')
     step = train_step(model, torch.optim.SGD(model.parameters(), lr=1e-3,
                                              momentum=0.9), inputs, samples)
@@ -118,10 +145,10 @@ def memory_probe(name: str, batch: int) -> None:
     print(json.dumps(dict(peak_kib=peak_rss_kib(), imports_kib=before)))
 
 
-def peak_memory(name: str, batch: int, device: str) -> float:
+def peak_memory(name: str, batch: int, device: str, widen: float) -> float:
     """Peak memory of a training iteration in MiB."""
     if device.startswith('cuda'):
-        model = build(name, device)
+        model = build(name, device, widen)
         inputs, samples = synthetic_batch(batch, device)
         step = train_step(model, torch.optim.SGD(model.parameters(), lr=1e-3,
                                                  momentum=0.9), inputs, samples)
@@ -135,7 +162,8 @@ def peak_memory(name: str, batch: int, device: str) -> float:
         torch.cuda.empty_cache()
         return peak
     out = subprocess.run([sys.executable, __file__, '--memory-probe', name,
-                          '--batch', str(batch)], capture_output=True,
+                          '--batch', str(batch), '--widen', str(widen)],
+                         capture_output=True,
                          text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])['peak_kib'] / 1024
 
@@ -146,17 +174,25 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=None,
                         help='training batch (default 8 on CPU, 32 on CUDA)')
     parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--widen', type=float, default=1.0,
+                        help='width multiplier of every layer (default 1; the '
+                        'demo: 0.25)')
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not 0 < args.widen <= 1:
+        parser.error(f'--widen must be in (0, 1], got {args.widen}')
     batch = args.batch or (32 if args.device.startswith('cuda') else 8)
     if args.memory_probe:
-        return memory_probe(args.memory_probe, batch)
+        return memory_probe(args.memory_probe, batch, args.widen)
 
     device_name = (torch.cuda.get_device_name() if args.device.startswith('cuda')
                    else f'CPU, {torch.get_num_threads()} threads')
-    print(f'device: {device_name}; torch {torch.__version__}; training batch '
-          f'{batch}; {args.reps} interleaved repetitions (median, spread)')
-    models = {name: build(name, args.device) for name in MODELS}
+    print(f'device: {device_name}; torch {torch.__version__}; width '
+          f'{args.widen:g}; training batch {batch}; {args.reps} interleaved '
+          f'repetitions (median, spread)')
+    names = list(model_configs(args.widen))
+    fs_names = [n for n in names if n != 'dense']
+    models = {name: build(name, args.device, args.widen) for name in names}
     inputs, samples = synthetic_batch(batch, args.device)
     one = inputs[:1]
     rows = {}
@@ -171,22 +207,22 @@ def main() -> None:
         {n: infer(m, inputs) for n, m in models.items()}, args.reps,
         device=args.device)
 
-    print(f'\n{"measurement":<22} {"dense":>16} {"FSNet-1":>16} {"FSNet-2":>16} '
-          f'{"FS-1/dense":>10} {"FS-2/dense":>10}')
+    print(f'\n{"measurement":<22} '
+          + ' '.join(f'{LABELS[n]:>16}' for n in names) + ' '
+          + ' '.join(f'{LABELS[n] + "/dense":>14}' for n in fs_names))
     for what, times in rows.items():
         cells = [f'{med(times[n]) * 1e3:9.1f} ms ±{spread(times[n]):3.0%}'
-                 for n in MODELS]
-        print(f'{what:<22} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} '
-              f'{med(times["fsnet1"]) / med(times["dense"]):>10.3f} '
-              f'{med(times["fsnet2"]) / med(times["dense"]):>10.3f}')
+                 for n in names]
+        print(f'{what:<22} ' + ' '.join(f'{c:>16}' for c in cells) + ' '
+              + ' '.join(f'{med(times[n]) / med(times["dense"]):>14.3f}'
+                         for n in fs_names))
     del models, steps
-    peaks = {n: peak_memory(n, batch, args.device) for n in MODELS}
-    print(f'{"peak memory (train)":<22} ' + ' '.join(
-        f'{peaks[n]:>13.0f} MiB' for n in MODELS) +
-        f' {peaks["fsnet1"] / peaks["dense"]:>10.3f} '
-        f'{peaks["fsnet2"] / peaks["dense"]:>10.3f}')
+    peaks = {n: peak_memory(n, batch, args.device, args.widen) for n in names}
+    print(f'{"peak memory (train)":<22} '
+          + ' '.join(f'{peaks[n]:>12.0f} MiB' for n in names) + ' '
+          + ' '.join(f'{peaks[n] / peaks["dense"]:>14.3f}' for n in fs_names))
 
-    models = {n: build(n, 'cpu') for n in MODELS}
+    models = {n: build(n, 'cpu', args.widen) for n in names}
     sizes = checkpoint_bytes(models)
     reports = {n: count_params(m) for n, m in models.items()}
     print('\ncheckpoint (state dict)      bytes   params (effective)   '
