@@ -119,7 +119,7 @@ def test_convert_replaces_dense_layers_in_place_and_lists_the_rest():
     model = small_model()
     dense_keys = set(model.state_dict())
     stem_weight = model['stem'].conv.weight.detach().clone()
-    report = convert_to_fs(model, linear=dict(stride=2),
+    report = convert_to_fs(model, include='*', linear=dict(stride=2),
                            rules=[dict(pattern='level*', k3=2)])
     assert report.converted == [('stem.conv', 'FSConv'), ('level0.0', 'FSConv'),
                                 ('fc', 'FSLinear')]
@@ -154,6 +154,8 @@ def test_convert_errors_name_the_pattern_or_module_and_change_nothing():
         convert_to_fs(model, linear=dict(), rules=[dict(pattern='fc', k3=2)])
     with pytest.raises(ValueError, match='every rule needs a pattern'):
         convert_to_fs(model, rules=[dict(k3=2)])
+    with pytest.raises(ValueError, match='include must be a module-name pattern'):
+        convert_to_fs(model, include=[3])
     assert {n: type(m) for n, m in model.named_modules()} == before
 
 

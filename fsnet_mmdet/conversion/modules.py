@@ -58,6 +58,15 @@ class ConversionReport:
         return '\n'.join(lines)
 
 
+def _pattern_list(key: str, value) -> List[str]:
+    """Patterns as a list: one string is one pattern."""
+    patterns = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f'fs_convert: {key} must be a module-name pattern or '
+                         f'a list of them (strings), got {value!r}')
+    return patterns
+
+
 def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -100,8 +109,8 @@ def convert_to_fs(model: nn.Module,
 
     Args:
         model: the built model.
-        include: module-name patterns of the layers to convert.
-        exclude: module-name patterns to leave dense.
+        include: module-name pattern(s) of the layers to convert.
+        exclude: module-name pattern(s) to leave dense.
         conv: FSConv options of every converted conv (default: FSConv's).
         linear: FSLinear options of every converted linear layer; None (the
             default) leaves linear layers dense.
@@ -118,6 +127,8 @@ def convert_to_fs(model: nn.Module,
             is replaced then.
     """
     conv_types, linear_types = _dense_types()
+    include, exclude = _pattern_list('include', include), _pattern_list(
+        'exclude', exclude)
     rules = [dict(r) for r in rules]
     for rule in rules:
         if not isinstance(rule.get('pattern'), str):
