@@ -486,16 +486,21 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     rows = summarize(variants, results)
     os.makedirs(docs, exist_ok=True)
+    # The command that makes (or resumes) these runs; --report-only only
+    # rewrites this table from the finished ones.
     command = 'python benchmarks/bench_accuracy.py ' + ' '.join(
-        argv if argv is not None else sys.argv[1:])
+        a for a in (argv if argv is not None else sys.argv[1:])
+        if a != '--report-only')
     elapsed = time.time() - start
     runs_s = sum(r.get('wall_s', 0.0) for r in results)
     text = (f'{table(rows)}\n\nCommand: `{command.strip()}`; {iters} training '
             f'iterations of 8 images per run, seeds {args.seeds}; the '
             f'{len(results)} runs took {runs_s / 60:.0f} min of wall time in '
-            f'all (train, test, quantize, test), '
-            f'this invocation {elapsed / 60:.1f} min (finished runs are '
-            f'skipped; results.json has each run\'s wall time).\n')
+            f'all (train, test, quantize, test; results.json has each run\'s). '
+            + ('Table written from the finished runs (--report-only).\n'
+               if args.report_only else
+               f'This invocation: {elapsed / 60:.1f} min (finished runs are '
+               f'skipped).\n'))
     with open(os.path.join(docs, 'results.md'), 'w') as f:
         f.write(text)
     with open(os.path.join(docs, 'results.json'), 'w') as f:

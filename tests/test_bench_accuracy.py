@@ -31,6 +31,9 @@ def test_quick_benchmark_trains_tests_quantizes_and_resumes(tmp_path):
     # The final training loss is the mean of the logged losses' last quarter.
     for run in report['runs']:
         assert run['loss'] > 0
+        # SSD's loss is the sum of its two terms, logged per iteration.
+        assert run['loss'] == pytest.approx(run['loss_cls'] + run['loss_bbox'],
+                                            rel=1e-4)
     assert all(r['loss'] > 0 for r in rows.values())
     assert len(report['runs']) == 3
     table = (work / 'docs' / 'results.md').read_text()
