@@ -358,10 +358,11 @@ def plot(rows: List[dict], out: str, title: str) -> None:
     styles = {'dense': ('tab:blue', 'o', 'dense SSD300-BN, widths'),
               'fs': ('tab:red', 's', 'FS SSD300 (width 0.25), K3 x 0.5/1/2, '
                      'grid order'),
-              'fs-wq': ('tab:orange', 'v', 'FS-WQ (effective params)'),
+              'fs-wq': ('tab:orange', 'v', 'FS grid order, WQ (effective params)'),
               'fs-il': ('tab:green', 'D', 'FS, pred_interleave (the configs\' '
                         'default)'),
-              'fs-il-wq': ('tab:olive', '^', 'FS pred_interleave, WQ')}
+              'fs-il-wq': ('tab:olive', '^', 'FS pred_interleave, WQ (effective '
+                           'params)')}
     for curve, (color, marker, label) in styles.items():
         pts = sorted((r for r in rows if r['curve'] == curve),
                      key=lambda r: r['effective'])
