@@ -61,22 +61,35 @@ def _run(main):
     return wrapped
 
 
-@_run
-def quantize_main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(
-        description='Write a compressed FSNet-WQ checkpoint: every filter '
-        'summary as uint8 codes plus its min and max (paper Sec. 3.1), the '
-        'rest as it was. Loads with torch.load(weights_only=True).')
-    parser.add_argument('config', help='config of the FS model')
-    parser.add_argument('checkpoint', help='trained float checkpoint')
-    parser.add_argument('out', help='compressed checkpoint to write')
-    args = parser.parse_args(argv)
+def _parse(argv: Optional[List[str]], description: str, config: str,
+           checkpoint: str, out: str) -> argparse.Namespace:
+    """The three positional arguments every conversion tool takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help=config)
+    parser.add_argument('checkpoint', help=checkpoint)
+    parser.add_argument('out', help=out)
+    return parser.parse_args(argv)
 
+
+def _fs_model(args: argparse.Namespace, what: str) -> Tuple[nn.Module, List[str]]:
+    """The config's model and its FS layers; refuses a model without any."""
     model = build_model_from_config(args.config)
     layers = fs_layers(model)
     if not layers:
         raise ValueError(f'{args.config}: the model has no FSConv or FSLinear '
-                         f'layer, nothing to quantize; {args.out} not written')
+                         f'layer, nothing to {what}; {args.out} not written')
+    return model, layers
+
+
+@_run
+def quantize_main(argv: Optional[List[str]] = None) -> None:
+    args = _parse(
+        argv, 'Write a compressed FSNet-WQ checkpoint: every filter summary '
+        'as uint8 codes plus its min and max (paper Sec. 3.1), the rest as it '
+        'was. Loads with torch.load(weights_only=True).',
+        'config of the FS model', 'trained float checkpoint',
+        'compressed checkpoint to write')
+    model, layers = _fs_model(args, 'quantize')
     meta = load_into(model, args.checkpoint)
     compressed = compress_state_dict(
         model.state_dict(), [f'{n}.summary' for n in layers],
@@ -92,15 +105,13 @@ def quantize_main(argv: Optional[List[str]] = None) -> None:
 
 @_run
 def bake_main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(
-        description='Export an FS (float or WQ) or dense SSD300-BN checkpoint '
-        'as a standard MMDetection SSD300 checkpoint: dense Conv2d weights, BN '
+    args = _parse(
+        argv, 'Export an FS (float or WQ) or dense SSD300-BN checkpoint as a '
+        'standard MMDetection SSD300 checkpoint: dense Conv2d weights, BN '
         'folded into the convs. Load it with mmdet::pascal_voc/'
-        'ssd300_voc0712.py, without this plugin.')
-    parser.add_argument('config', help='config of the trained model')
-    parser.add_argument('checkpoint', help='its checkpoint (float or compressed)')
-    parser.add_argument('out', help='stock SSD300 checkpoint to write')
-    args = parser.parse_args(argv)
+        'ssd300_voc0712.py, without this plugin.',
+        'config of the trained model', 'its checkpoint (float or compressed)',
+        'stock SSD300 checkpoint to write')
 
     model = build_model_from_config(args.config)
     meta = load_into(model, args.checkpoint)
@@ -112,23 +123,17 @@ def bake_main(argv: Optional[List[str]] = None) -> None:
 
 @_run
 def convert_main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(
-        description='Start an FS model from a trained dense checkpoint: every '
+    args = _parse(
+        argv, 'Start an FS model from a trained dense checkpoint: every '
         'FSConv / FSLinear of the config\'s model gets the least-squares '
         'summary of the dense layer of the same name (each summary element '
         'the mean of the dense weights that map to it); prints how far each '
         'layer\'s filters are from the dense ones. Fine-tune the result with '
-        'tools/train.py --cfg-options load_from=OUT.')
-    parser.add_argument('config', help='config of the FS model')
-    parser.add_argument('checkpoint', help='dense checkpoint (same detector, '
-                        'dense convs / linear layers)')
-    parser.add_argument('out', help='FS checkpoint to write')
-    args = parser.parse_args(argv)
-
-    model = build_model_from_config(args.config)
-    if not fs_layers(model):
-        raise ValueError(f'{args.config}: the model has no FSConv or FSLinear '
-                         f'layer, nothing to convert; {args.out} not written')
+        'tools/train.py --cfg-options load_from=OUT.',
+        'config of the FS model',
+        'dense checkpoint (same detector, dense convs / linear layers)',
+        'FS checkpoint to write')
+    model, _ = _fs_model(args, 'convert')
     dense_state, meta = read_checkpoint(args.checkpoint)
     try:
         state, report = project_state_dict(model, dense_state)
