@@ -5,14 +5,13 @@ import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
-import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from .functional import (FSGeometry, filter_index, foldable,
                          interleave_order, resolve_geometry,
                          segment_index, segment_stride)
-from .summary_layer import SummaryWeightMixin, check_grad_reduction
+from .summary_layer import SummaryWeightMixin
 
 #: Filter banks from this size on reduce their gradient by blocks
 #: (:func:`fold_filter_grad`); smaller ones with one ``index_add_``, which
@@ -101,7 +100,6 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                  wq: bool = False) -> None:
         if groups != 1:
             raise ValueError(f'FSConv supports groups=1 only, got groups={groups}')
-        check_grad_reduction(grad_reduction)
         # nn.Conv2d sets up every attribute; its dense weight lives on the meta
         # device (no memory) and is replaced by the summary.
         super().__init__(in_channels, out_channels, kernel_size, stride,
@@ -129,13 +127,6 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
             fold = None
         self._init_summary(shape, index, out_channels if bias else None,
                            grad_reduction, wq, fold, device=device, dtype=dtype)
-
-    def reset_parameters(self) -> None:
-        """``nn.Conv2d``'s default init, applied to the extracted filters."""
-        if 'summary' not in self._parameters:
-            return  # called from nn.Conv2d.__init__ before the summary exists
-        super().reset_parameters()  # writes self.weight in place
-        self._write_back()
 
     def forward(self, x: Tensor) -> Tensor:
         """Convolve ``x`` (N, C, H, W) with the extracted filters."""
@@ -165,23 +156,16 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                  conv.bias is not None, conv.padding_mode,
                  device=conv.weight.device, dtype=conv.weight.dtype,
                  **fs_options)
-        with torch.no_grad():
-            fs.summary.copy_(fs.summary_from_dense(conv.weight))
-            if conv.bias is not None:
-                fs.bias.copy_(conv.bias)
+        fs._fit_to(conv)
         return fs
 
     def to_conv2d(self) -> nn.Conv2d:
         """Bake: a plain ``nn.Conv2d`` with the extracted filters, same output."""
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
-                         self.stride, self.padding, self.dilation, self.groups,
-                         self.bias is not None, self.padding_mode,
-                         device=self.summary.device, dtype=self.summary.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.weight)
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        return conv
+        return self._bake_into(nn.Conv2d(
+            self.in_channels, self.out_channels, self.kernel_size, self.stride,
+            self.padding, self.dilation, self.groups, self.bias is not None,
+            self.padding_mode, device=self.summary.device,
+            dtype=self.summary.dtype))
 
     def extra_repr(self) -> str:
         g = self.geometry

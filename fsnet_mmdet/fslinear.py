@@ -1,13 +1,12 @@
 """FSLinear: a linear layer whose rows are overlapping segments of a 1D summary."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from .functional import DEFAULT_SEGMENT_RATIO, segment_index, segment_stride
-from .summary_layer import SummaryWeightMixin, check_grad_reduction
+from .summary_layer import SummaryWeightMixin
 
 
 @MODELS.register_module('FSLinear')
@@ -51,7 +50,6 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
                  stride: int | None = None,
                  grad_reduction: str = 'mean',
                  wq: bool = False) -> None:
-        check_grad_reduction(grad_reduction)
         self.stride = segment_stride(in_features, ratio, stride)
         super().__init__(in_features, out_features, bias, device='meta',
                          dtype=dtype)
@@ -59,13 +57,6 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
                            segment_index(out_features, in_features, self.stride),
                            out_features if bias else None, grad_reduction, wq,
                            device=device, dtype=dtype)
-
-    def reset_parameters(self) -> None:
-        """``nn.Linear``'s default init, applied to the extracted weight."""
-        if 'summary' not in self._parameters:
-            return  # called from nn.Linear.__init__ before the summary exists
-        super().reset_parameters()  # writes self.weight in place
-        self._write_back()
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (..., in_features) -> (..., out_features)."""
@@ -89,22 +80,14 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
         fs = cls(linear.in_features, linear.out_features,
                  linear.bias is not None, device=linear.weight.device,
                  dtype=linear.weight.dtype, **fs_options)
-        with torch.no_grad():
-            fs.summary.copy_(fs.summary_from_dense(linear.weight))
-            if linear.bias is not None:
-                fs.bias.copy_(linear.bias)
+        fs._fit_to(linear)
         return fs
 
     def to_linear(self) -> nn.Linear:
         """Bake: a plain ``nn.Linear`` with the extracted weight, same output."""
-        linear = nn.Linear(self.in_features, self.out_features,
-                           self.bias is not None, device=self.summary.device,
-                           dtype=self.summary.dtype)
-        with torch.no_grad():
-            linear.weight.copy_(self.weight)
-            if self.bias is not None:
-                linear.bias.copy_(self.bias)
-        return linear
+        return self._bake_into(nn.Linear(
+            self.in_features, self.out_features, self.bias is not None,
+            device=self.summary.device, dtype=self.summary.dtype))
 
     def extra_repr(self) -> str:
         return (f'{super().extra_repr()}, stride={self.stride}, '

@@ -12,7 +12,7 @@ summary) and runs its own forward with :meth:`_forward_weight`.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -23,12 +23,20 @@ from .functional import (GRAD_REDUCTIONS, FSGeometry, extract_filters,
 from .quantization import fake_quantize
 
 
-def relative_error(summary: Tensor, index: Tensor, dense_weight: Tensor) -> float:
-    """``||W - summary[index]|| / ||W||``: how far a summary's weight is from W."""
+def error_norms(summary: Tensor, index: Tensor,
+                dense_weight: Tensor) -> Tuple[float, float]:
+    """``(||W||, ||W - summary[index]||)``: a dense weight W and how far the
+    summary's weight is from it."""
     with torch.no_grad():
         weight = summary.reshape(-1)[index.long()]
         dense_weight = dense_weight.to(weight.dtype)
-        return float((weight - dense_weight).norm() / dense_weight.norm())
+        return float(dense_weight.norm()), float((weight - dense_weight).norm())
+
+
+def relative_error(summary: Tensor, index: Tensor, dense_weight: Tensor) -> float:
+    """``||W - summary[index]|| / ||W||`` (NaN for W = 0)."""
+    dense, error = error_norms(summary, index, dense_weight)
+    return error / dense if dense else float('nan')
 
 
 def check_grad_reduction(grad_reduction: str) -> str:
@@ -95,6 +103,13 @@ class SummaryWeightMixin:
     def _layout(self) -> str:
         """The options that set the summary's shape, for error messages."""
         raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        """The dense module's default init, applied to the extracted weight."""
+        if 'summary' not in self._parameters:
+            return  # called from the dense __init__ before the summary exists
+        super().reset_parameters()  # writes self.weight in place
+        self._write_back()
 
     # ------------------------------------------------------------- weight
     @property
@@ -174,6 +189,22 @@ class SummaryWeightMixin:
                 f'{tuple(self.summary.shape)} ({self._layout()})')
         return project_filters(dense_weight.to(self.summary.dtype), self.index,
                                self.summary.numel()).view_as(self.summary)
+
+    @torch.no_grad()
+    def _fit_to(self, dense: nn.Module) -> None:
+        """Least-squares summary of a dense layer's weight; its bias copied."""
+        self.summary.copy_(self.summary_from_dense(dense.weight))
+        if dense.bias is not None:
+            self.bias.copy_(dense.bias)
+
+    @torch.no_grad()
+    def _bake_into(self, dense: nn.Module) -> nn.Module:
+        """Write the extracted weight and the bias into a dense layer of this
+        layer's shape; returns it."""
+        dense.weight.copy_(self.weight)
+        if self.bias is not None:
+            dense.bias.copy_(self.bias)
+        return dense
 
     def relative_error(self, dense_weight: Tensor) -> float:
         """``||W - weight|| / ||W||`` for a dense weight W of the layer's shape."""

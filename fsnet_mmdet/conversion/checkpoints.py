@@ -8,7 +8,7 @@ import torch
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from ..summary_layer import SummaryWeightMixin
+from ..summary_layer import SummaryWeightMixin, error_norms
 
 #: Indices of the convs in ``mmdet``'s ``SSDVGG(depth=16)`` ``features``
 #: (conv, ReLU pairs; max pools between stages; pool5, fc6, fc7 appended),
@@ -64,8 +64,7 @@ def project_state_dict(model: nn.Module, state_dict: Dict[str, Tensor]
         dense = state.pop(key)
         summary = layer.summary_from_dense(dense, key)
         state[f'{name}.summary'] = summary
-        error = summary.reshape(-1)[layer.index.long()] - dense
-        report.append(Projection(name, float(dense.norm()), float(error.norm())))
+        report.append(Projection(name, *error_norms(summary, layer.index, dense)))
     return state, report
 
 
