@@ -11,7 +11,7 @@ from .conversion import convert_to_fs, install_build_hook
 from .datasets import CheckedVOCDataset
 from .fsconv import FSConv, LayerParams, ModelParams, count_params, layer_params
 from .fslinear import FSLinear
-from .hooks import FiniteLossHook
+from .hooks import DFSSearchHook, FiniteLossHook
 from .models import FSSSD300, FSSSDHead
 
 apply_patches()
@@ -19,7 +19,7 @@ install_build_hook()
 
 __version__ = '0.1.0'
 __all__ = [
-    'CheckedVOCDataset', 'FSConv', 'FSLinear', 'FSSSD300', 'FSSSDHead', 'FiniteLossHook',
+    'CheckedVOCDataset', 'DFSSearchHook', 'FSConv', 'FSLinear', 'FSSSD300', 'FSSSDHead', 'FiniteLossHook',
     'LayerParams', 'ModelParams', 'convert_to_fs', 'count_params', 'layer_params',
     'load_checkpoint_file'
 ]

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .functional import (FSGeometry, filter_index, foldable,
                          interleave_order, resolve_geometry,
                          segment_index, segment_stride)
-from .summary_layer import SummaryWeightMixin
+from .summary_layer import SummaryWeightMixin, location_params
 
 #: Filter banks from this size on reduce their gradient by blocks
 #: (:func:`fold_filter_grad`); smaller ones with one ``index_add_``, which
@@ -67,6 +67,10 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
             :class:`~fsnet_mmdet.fslinear.FSLinear`; ``s = ceil(N / r)`` with r
             the 3D geometry's compression, so both layouts store about as
             many weights (the sampling options set r).
+        dfs_radius: Differentiable FSNet (default 0: off): learn each
+            filter's location among its grid location and the locations up
+            to this many summary elements away along each summary axis;
+            :meth:`discretize` fixes them (README "DFSNet").
         grad_reduction: ``'mean'`` (Eq. 2, default) or ``'sum'`` (plain
             indexing, as the authors' 3D-FilterMap code).
         wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
@@ -96,6 +100,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                  self_wrap: bool = False,
                  interleave: int = 1,
                  layout: str = '3d',
+                 dfs_radius: int = 0,
                  grad_reduction: str = 'mean',
                  wq: bool = False) -> None:
         if groups != 1:
@@ -126,7 +131,8 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                     self.geometry.filter_shape)
             fold = None
         self._init_summary(shape, index, out_channels if bias else None,
-                           grad_reduction, wq, fold, device=device, dtype=dtype)
+                           grad_reduction, wq, fold, dfs_radius,
+                           device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         """Convolve ``x`` (N, C, H, W) with the extracted filters."""
@@ -174,7 +180,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                 f'summary={tuple(self.summary.shape)}, ratio={ratio:.2f}, '
                 f'grad_reduction={self.grad_reduction}'
                 + (f', interleave={g.interleave}' if g.interleave > 1 else '')
-                + (', wq=True' if self.wq else ''))
+                + self._dfs_repr() + (', wq=True' if self.wq else ''))
 
 
 # ----------------------------------------------------------------- accounting
@@ -220,7 +226,9 @@ def layer_params(name: str, layer: nn.Module) -> LayerParams:
     """Parameter count of one conv (``nn.Conv2d``, :class:`FSConv`) or linear layer.
 
     A summary layer (:class:`FSConv`, :class:`~fsnet_mmdet.fslinear.FSLinear`)
-    stores its summary and bias; its dense equivalent, weight and bias.
+    stores its summary and bias (and, with DFSNet, its location logits while
+    searching or its int8 location table after: :func:`location_params`); its
+    dense equivalent, weight and bias.
     """
     bias = layer.bias.numel() if layer.bias is not None else 0
     if isinstance(layer, nn.Linear):
@@ -229,8 +237,10 @@ def layer_params(name: str, layer: nn.Module) -> LayerParams:
         dense = (layer.out_channels * layer.in_channels // layer.groups *
                  math.prod(layer.kernel_size) + bias)
     if isinstance(layer, SummaryWeightMixin):
-        return LayerParams(dense, layer.summary.numel() + bias,
-                           layer.summary.numel(), name=name)
+        logits = layer.dfs_logits.numel() if layer.searching else 0
+        return LayerParams(dense, layer.summary.numel() + bias + logits +
+                           location_params(layer), layer.summary.numel(),
+                           name=name)
     return LayerParams(dense, dense, 0, name=name)
 
 
@@ -242,7 +252,8 @@ def count_params(model: nn.Module) -> ModelParams:
     """
     layers = [layer_params(n, m) for n, m in model.named_modules()
               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    stored = sum(p.numel() for p in model.parameters())
+    stored = sum(p.numel() for p in model.parameters()) + sum(
+        location_params(m) for m in model.modules())
     saved = sum(layer.dense - layer.stored for layer in layers)
     return ModelParams(stored + saved, stored,
                        sum(layer.summary for layer in layers), layers=layers)

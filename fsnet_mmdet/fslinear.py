@@ -34,6 +34,9 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
             ``s = ceil(in_features / ratio)``.
         stride: s, an explicit offset between rows (1 <= s <= in_features)
             instead of ``ratio``.
+        dfs_radius: Differentiable FSNet (default 0: off): learn each row's
+            segment start among its grid start and the starts up to this many
+            elements away (as :class:`~fsnet_mmdet.fsconv.FSConv`).
         grad_reduction: ``'mean'`` (Eq. 2, default) or ``'sum'``.
         wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
             quantized to 8 bits.
@@ -48,6 +51,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
                  *,
                  ratio: float = DEFAULT_SEGMENT_RATIO,
                  stride: int | None = None,
+                 dfs_radius: int = 0,
                  grad_reduction: str = 'mean',
                  wq: bool = False) -> None:
         self.stride = segment_stride(in_features, ratio, stride)
@@ -56,7 +60,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
         self._init_summary((out_features * self.stride,),
                            segment_index(out_features, in_features, self.stride),
                            out_features if bias else None, grad_reduction, wq,
-                           device=device, dtype=dtype)
+                           dfs_radius=dfs_radius, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (..., in_features) -> (..., out_features)."""
@@ -93,4 +97,4 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
         return (f'{super().extra_repr()}, stride={self.stride}, '
                 f'summary={tuple(self.summary.shape)}, ratio={self.ratio:.2f}, '
                 f'grad_reduction={self.grad_reduction}'
-                + (', wq=True' if self.wq else ''))
+                + self._dfs_repr() + (', wq=True' if self.wq else ''))

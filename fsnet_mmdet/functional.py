@@ -399,6 +399,93 @@ def segment_index(num_rows: int, row_length: int, stride: int) -> Tensor:
     return index.to(dtype).contiguous()
 
 
+def candidate_shifts(summary_shape: Sequence[int], radius: int) -> Tensor:
+    """Candidate filter locations of Differentiable FSNet, as shifts.
+
+    DFSNet (the later FSNet paper; design of this project, README "DFSNet")
+    lets each filter choose its block among its grid location and the
+    locations ``d = 1 .. radius`` summary elements away from it along each
+    summary axis, in both directions. Shifts that coincide modulo the
+    summary's size along an axis (or are 0 there) are listed once.
+
+    Args:
+        summary_shape: the summary's shape, e.g. (Cm, Hm, Wm) or (L,).
+        radius: the largest shift along an axis, >= 1.
+
+    Returns:
+        Long tensor (J, ndim): row 0 is the grid location (all zeros), each
+        other row a shift along one axis.
+    """
+    radius = _positive_int('dfs_radius', radius)
+    rows, seen = [[0] * len(summary_shape)], set()
+    for axis, size in enumerate(summary_shape):
+        for d in range(1, radius + 1):
+            for signed in (d, -d):
+                key = (axis, signed % size)
+                if key[1] and key not in seen:
+                    seen.add(key)
+                    row = [0] * len(summary_shape)
+                    row[axis] = signed
+                    rows.append(row)
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def shift_index(index: Tensor, summary_shape: Sequence[int],
+                offsets: Tensor) -> Tensor:
+    """Move every filter's block by its own offset, circularly.
+
+    Args:
+        index: (K, ...) flat summary indices of each filter's elements.
+        summary_shape: the summary's shape (ndim axes).
+        offsets: (K, ndim) or (ndim,) integer offsets along each summary axis.
+
+    Returns:
+        Index of ``index``'s shape and dtype: element ``t`` of filter ``k``
+        reads the summary element ``offsets[k]`` further (mod the shape)
+        than before.
+    """
+    shape = torch.tensor(summary_shape)
+    coords = torch.stack(torch.unravel_index(index.long(), tuple(summary_shape)), -1)
+    offsets = offsets.long().view(-1, *[1] * (index.dim() - 1), len(summary_shape))
+    coords = (coords + offsets) % shape
+    strides = torch.tensor([math.prod(summary_shape[i + 1:])
+                            for i in range(len(summary_shape))])
+    return (coords * strides).sum(-1).to(index.dtype).contiguous()
+
+
+def relaxed_filters(summary: Tensor, index: Tensor,
+                    inv_multiplicity: Optional[Tensor], shifts: Tensor,
+                    probs: Tensor) -> Tensor:
+    """DFSNet's relaxed filters: a softmax-weighted sum of candidate blocks.
+
+    ``filters[k] = sum_j probs[k, j] * B_j[k]``, where ``B_j[k]`` is filter
+    k's block moved by ``shifts[j]`` (:func:`shift_index`). Each candidate
+    bank is cut with :func:`extract_filters` from the summary rolled by its
+    shift, so its backward is Eq. 2 for that bank (mean or sum); the
+    gradient of ``probs`` is ``<dL/dfilters[k], B_j[k]>``.
+
+    Args:
+        summary: the summary, shape ``summary_shape``.
+        index: (K, ...) flat grid indices (:func:`filter_index`).
+        inv_multiplicity: reciprocal multiplicity of the grid index, or None
+            for the gradient sum.
+        shifts: (J, ndim) candidate shifts (:func:`candidate_shifts`).
+        probs: (K, J) each filter's weights over its candidates.
+
+    Returns:
+        Filters of ``index``'s shape.
+    """
+    dims = tuple(range(summary.dim()))
+    rolled = torch.stack([summary.roll([-s for s in shift.tolist()], dims)
+                          for shift in shifts])
+    n, j = summary.numel(), len(shifts)
+    base = torch.arange(j, device=index.device).view(j, *[1] * index.dim()) * n
+    inv = inv_multiplicity.repeat(j) if inv_multiplicity is not None else None
+    blocks = extract_filters(rolled, index.unsqueeze(0) + base.to(index.dtype), inv)
+    weights = probs.t().reshape(j, -1, *[1] * (index.dim() - 1))
+    return (blocks * weights).sum(0)
+
+
 def multiplicity(index: Tensor, numel: int) -> Tensor:
     """How many filter elements read each summary element (Eq. 2 denominator).
 
@@ -540,7 +627,8 @@ def project_filters(filters: Tensor, index: Tensor, numel: int) -> Tensor:
     """
     flat = filters.reshape(-1)
     sums = flat.new_zeros(numel).index_add_(0, index.reshape(-1).long(), flat)
-    return sums / multiplicity(index, numel).to(flat.dtype)
+    # An element no filter reads (possible after DFSNet moved filters) is 0.
+    return sums / multiplicity(index, numel).clamp(min=1).to(flat.dtype)
 
 
 def representatives(index: Tensor, numel: int) -> Tensor:
@@ -556,7 +644,8 @@ def representatives(index: Tensor, numel: int) -> Tensor:
         numel: number of summary elements.
 
     Returns:
-        Long tensor of shape (numel,) of flat filter positions.
+        Long tensor of shape (numel,) of flat filter positions; an element no
+        filter reads gets ``index.numel()``.
     """
     flat = index.reshape(-1).long()
     positions = torch.arange(flat.numel())

@@ -9,6 +9,17 @@ state dicts that hold the summary, the eval-mode cache, WQ on load); the layer
 class builds the index (:func:`~fsnet_mmdet.functional.filter_index` for the
 3D summary of convs, :func:`~fsnet_mmdet.functional.segment_index` for the 1D
 summary) and runs its own forward with :meth:`_forward_weight`.
+
+Differentiable FSNet (``dfs_radius >= 1``): while searching, every filter is
+the softmax-weighted sum of its block at a few candidate locations (its grid
+location and the locations up to ``dfs_radius`` summary elements away along
+each summary axis), weighted by learned logits (``dfs_logits``, shape (K, J))
+at a temperature (``dfs_temperature``, annealed by
+:class:`~fsnet_mmdet.hooks.DFSSearchHook`). :meth:`discretize` then fixes
+every filter at its most likely location: the layer becomes an ordinary FS
+layer whose filters are moved from the grid by ``offsets``, a (K, ndim) int8
+table kept in the state dict (any summary layer loading a state dict with
+``offsets`` takes those locations).
 """
 from __future__ import annotations
 
@@ -18,8 +29,9 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from .functional import (GRAD_REDUCTIONS, FSGeometry, extract_filters,
-                         multiplicity, project_filters, representatives)
+from .functional import (GRAD_REDUCTIONS, FSGeometry, candidate_shifts,
+                         extract_filters, multiplicity, project_filters,
+                         relaxed_filters, representatives, shift_index)
 from .quantization import fake_quantize
 
 
@@ -37,6 +49,16 @@ def relative_error(summary: Tensor, index: Tensor, dense_weight: Tensor) -> floa
     """``||W - summary[index]|| / ||W||`` (NaN for W = 0)."""
     dense, error = error_norms(summary, index, dense_weight)
     return error / dense if dense else float('nan')
+
+
+def location_params(layer: nn.Module) -> int:
+    """Parameters the layer's learned locations count for (DFSNet).
+
+    The ``offsets`` table holds one int8 per filter and summary axis; like the
+    8-bit summaries of WQ, a byte counts as a quarter of a parameter.
+    """
+    offsets = layer._buffers.get('offsets')
+    return 0 if offsets is None else -(-offsets.numel() // 4)
 
 
 def check_grad_reduction(grad_reduction: str) -> str:
@@ -63,11 +85,13 @@ class SummaryWeightMixin:
     summary: nn.Parameter
     index: Tensor
     inv_multiplicity: Tensor
+    #: Softmax temperature of a searching DFSNet layer (DFSSearchHook sets it).
+    dfs_temperature: float = 1.0
 
     def _init_summary(self, shape, index: Tensor, bias_features: Optional[int],
                       grad_reduction: str, wq: bool,
-                      fold: Optional[FSGeometry] = None, device=None,
-                      dtype=None) -> None:
+                      fold: Optional[FSGeometry] = None, dfs_radius: int = 0,
+                      device=None, dtype=None) -> None:
         """Register the summary, the bias, the index and its multiplicity; init.
 
         Called by the layer's ``__init__`` after the dense module's, whose
@@ -80,6 +104,8 @@ class SummaryWeightMixin:
             grad_reduction: ``'mean'`` (Eq. 2) or ``'sum'``.
             wq: quantize every summary loaded from a checkpoint to 8 bits.
             fold: a geometry for :func:`fold_filter_grad`, or None.
+            dfs_radius: 0, or search each filter's location (DFSNet) among
+                the shifts up to this radius (:func:`candidate_shifts`).
         """
         del self._parameters['weight']
         self.grad_reduction = check_grad_reduction(grad_reduction)
@@ -88,17 +114,31 @@ class SummaryWeightMixin:
         self.summary = nn.Parameter(torch.empty(shape, **factory))
         if bias_features is not None:
             self.bias = nn.Parameter(torch.empty(bias_features, **factory))
-        index = index.to(device)
-        count = multiplicity(index, self.summary.numel())
         # Derived from the layer's options: never saved in a checkpoint.
-        self.register_buffer('index', index, persistent=False)
-        self.register_buffer('inv_multiplicity',
-                             1.0 / count.to(self.summary.dtype),
-                             persistent=False)
-        self._fold = fold
+        self.register_buffer('index', None, persistent=False)
+        self.register_buffer('inv_multiplicity', None, persistent=False)
+        self._set_index(index.to(device), fold)
         self._dense = None  # (tensor, version) handed out by `weight`
         self._eval_cache = None  # (weight, summary key) in eval mode
+        if isinstance(dfs_radius, bool) or not isinstance(dfs_radius, int) or (
+                dfs_radius < 0):
+            raise ValueError(f'dfs_radius must be an int >= 0 (0: no DFSNet '
+                             f'search), got {dfs_radius!r}')
+        if dfs_radius:
+            self.register_buffer('dfs_shifts', candidate_shifts(
+                shape, dfs_radius).to(device), persistent=False)
+            self.dfs_logits = nn.Parameter(torch.zeros(
+                index.shape[0], len(self.dfs_shifts), **factory))
         self.reset_parameters()
+
+    def _set_index(self, index: Tensor, fold: Optional[FSGeometry]) -> None:
+        """Use ``index``: its multiplicity, the gradient fold, no stale cache."""
+        count = multiplicity(index, self.summary.numel())
+        self.index = index
+        # An element no filter reads (DFSNet may leave some) gets no gradient.
+        self.inv_multiplicity = 1.0 / count.clamp(min=1).to(self.summary.dtype)
+        self._fold = fold
+        self._eval_cache = None
 
     def _layout(self) -> str:
         """The options that set the summary's shape, for error messages."""
@@ -136,18 +176,26 @@ class SummaryWeightMixin:
         self._dense = None
         if dense._version != version:
             rep = representatives(self.index, self.summary.numel())
+            used = rep < self.index.numel()
             with torch.no_grad():
-                self.summary.copy_(dense.reshape(-1)[rep].view_as(self.summary))
+                self.summary.view(-1)[used] = dense.reshape(-1)[rep[used]]
 
     def filters(self) -> Tensor:
-        """The weight, differentiable w.r.t. the summary (backward: Eq. 2)."""
+        """The weight, differentiable w.r.t. the summary (backward: Eq. 2)
+        and, while searching (DFSNet), w.r.t. ``dfs_logits``."""
         self._write_back()
         inv = self.inv_multiplicity if self.grad_reduction == 'mean' else None
+        if self.searching:
+            return relaxed_filters(self.summary, self.index, inv,
+                                   self.dfs_shifts, self.dfs_probs())
         return extract_filters(self.summary, self.index, inv, self._fold)
 
     @torch.no_grad()
     def _gather(self) -> Tensor:
         """The weight, detached, from the current summary."""
+        if self.searching:
+            return relaxed_filters(self.summary, self.index, None,
+                                   self.dfs_shifts, self.dfs_probs())
         return self.summary.reshape(-1).index_select(
             0, self.index.reshape(-1)).view(self.index.shape)
 
@@ -156,6 +204,8 @@ class SummaryWeightMixin:
         self._write_back()
         s = self.summary
         key = (s._version, s.data_ptr(), s.dtype, s.device)
+        if self.searching:
+            key += (self.dfs_logits._version, self.dfs_temperature)
         if self._eval_cache is None or self._eval_cache[1] != key:
             self._eval_cache = (self._gather(), key)
         return self._eval_cache[0]
@@ -166,6 +216,65 @@ class SummaryWeightMixin:
                                       and self.summary.requires_grad):
             return self._eval_filters()
         return self.filters()
+
+    # ------------------------------------------------------------ DFSNet
+    @property
+    def searching(self) -> bool:
+        """Whether the filters' locations are being learned (DFSNet)."""
+        return 'dfs_logits' in self._parameters
+
+    def dfs_probs(self) -> Tensor:
+        """(K, J) softmax of ``dfs_logits / dfs_temperature`` over the candidates."""
+        return torch.softmax(self.dfs_logits / self.dfs_temperature, dim=1)
+
+    @torch.no_grad()
+    def discretize(self, offsets: Optional[Tensor] = None) -> Tensor:
+        """Fix every filter at one location; the layer is a plain FS layer after.
+
+        Args:
+            offsets: (K, ndim) shifts of the filters from their grid
+                locations; default: while searching, each filter's most
+                likely candidate (argmax of ``dfs_logits``).
+
+        Returns:
+            The (K, ndim) int8 ``offsets`` now in use (a state-dict buffer).
+            ``dfs_logits`` is removed from the layer.
+
+        Raises:
+            ValueError: no offsets given to a layer that is not searching, or
+                offsets of the wrong shape.
+        """
+        self._write_back()
+        shape = (self.index.shape[0], self.summary.dim())
+        if offsets is None:
+            if not self.searching:
+                raise ValueError(
+                    f'discretize() of a {type(self).__name__} that is not '
+                    f'searching (built with dfs_radius=0 or already '
+                    f'discretized) needs offsets of shape {shape}')
+            offsets = self.dfs_shifts[self.dfs_logits.argmax(1)]
+        if tuple(offsets.shape) != shape:
+            raise ValueError(f'offsets must have shape (filters, summary axes) '
+                             f'= {shape}, got {tuple(offsets.shape)} '
+                             f'({self._layout()})')
+        offsets = offsets.to(self.index.device, torch.int8)
+        current = self._buffers.get('offsets')
+        moved = offsets.long() - (0 if current is None else current.long())
+        self._set_index(shift_index(self.index, self.summary.shape, moved),
+                        fold=None)
+        if self.searching:
+            del self._parameters['dfs_logits']
+            del self._buffers['dfs_shifts']
+        self.register_buffer('offsets', offsets)
+        return offsets
+
+    def _dfs_repr(self) -> str:
+        if self.searching:
+            return f', dfs_candidates={len(self.dfs_shifts)}'
+        if 'offsets' in self._buffers:
+            moved = int(self.offsets.ne(0).any(1).sum())
+            return f', dfs_moved={moved}/{len(self.offsets)}'
+        return ''
 
     def summary_from_dense(self, dense_weight: Tensor, name: str = 'weight') -> Tensor:
         """The least-squares summary of a dense weight of the layer's shape.
@@ -230,6 +339,13 @@ class SummaryWeightMixin:
         self._write_back()  # a pending init is overridden by what is loaded
         self._eval_cache = None
         key, dense_key = prefix + 'summary', prefix + 'weight'
+        if prefix + 'offsets' in state_dict:  # DFSNet's learned locations
+            self.discretize(state_dict[prefix + 'offsets'])
+        elif prefix + 'dfs_logits' in state_dict and not self.searching:
+            raise ValueError(
+                f'{prefix}dfs_logits: the checkpoint is from a DFSNet search '
+                f'(not discretized); this {type(self).__name__} is not '
+                f'searching: build it with the dfs_radius of that training')
         if key not in state_dict and dense_key in state_dict:
             # A dense checkpoint (e.g. mmdet's model zoo via `load_from`): its
             # least-squares summary. The dict is the loader's own copy.
