@@ -124,12 +124,21 @@ EXPERIMENTS = [
             overrides=_LR2X),
 ]
 #: DFSNet (README "DFSNet"): the FS pred_interleave points with learned
-#: filter locations, searched for half the schedule, then discretized.
+#: filter locations, searched for half the schedule, then discretized; the
+#: logits start uniform (dfs_prior 0) or favouring the grid (2: the configs').
 DFS_DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo', 'dfsnet_ssd300_demo.py')
 DFS = [
-    Variant(f'dfs-k3x{k}-interleave', f'DFSNet, K3 x {k}, pred_interleave',
+    Variant(f'dfs-k3x{k}-interleave',
+            f'DFSNet, uniform start, K3 x {k}, pred_interleave',
             fs=_fs(k, dfs_radius=1), pred_interleave=True, curve='dfs',
             base=DFS_DEMO_CONFIG) for k in (1, 2)
+] + [
+    # The grid location favoured at the start (logit 2: a filter moves only
+    # where its gradient keeps pushing it for much of the search).
+    Variant(f'dfs-prior2-k3x{k}-interleave',
+            f'DFSNet, grid prior 2, K3 x {k}, pred_interleave',
+            fs=_fs(k, dfs_radius=1, dfs_prior=2.0), pred_interleave=True,
+            curve='dfs-prior', base=DFS_DEMO_CONFIG) for k in (1, 2)
 ]
 VARIANTS = {v.name: v for v in MAIN + EXPERIMENTS + DFS}
 
@@ -379,9 +388,10 @@ def plot(rows: List[dict], out: str, title: str) -> None:
                         'default)'),
               'fs-il-wq': ('tab:olive', '^', 'FS pred_interleave, WQ (effective '
                            'params)'),
-              'dfs': ('tab:purple', 'P', 'DFSNet, pred_interleave (learned '
-                      'filter locations)'),
-              'dfs-wq': ('tab:pink', '*', 'DFSNet, WQ (effective params)')}
+              'dfs': ('tab:purple', 'P', 'DFSNet, uniform start'),
+              'dfs-wq': ('tab:pink', '*', 'DFSNet, WQ (effective params)'),
+              'dfs-prior': ('tab:brown', 'X', 'DFSNet, grid prior 2 (the configs\')'),
+              'dfs-prior-wq': ('tab:gray', 'p', 'DFSNet grid prior 2, WQ')}
     for curve, (color, marker, label) in styles.items():
         pts = sorted((r for r in rows if r['curve'] == curve),
                      key=lambda r: r['effective'])

@@ -9,10 +9,13 @@ compressed); prints every ratio FS / dense.
 
     python benchmarks/bench_ssd300.py [--device cpu|cuda] [--batch N] [--reps N]
     python benchmarks/bench_ssd300.py --widen 0.25   # the demo's width
+    python benchmarks/bench_ssd300.py --widen 0.25 --dfs   # + DFSNet searching
 
 At ``--widen W`` below 1 every layer is W times as wide and the FS model is the
 demo's (``preset='paper'``: the ``fsnet1`` / ``fsnet2`` presets list the
-full-width filter counts only).
+full-width filter counts only). ``--dfs`` adds the FS model with its filter
+locations being searched (DFSNet, ``dfs_radius=1``: the training cost of the
+relaxation; after ``discretize()`` the model is the FS one).
 """
 import argparse
 import json
@@ -40,13 +43,17 @@ MODELS = {
     'fsnet2': 'configs/fsnet2_ssd300_voc.py',
 }
 LABELS = {'dense': 'dense SSD300-BN', 'fsnet1': 'FSNet-1', 'fsnet2': 'FSNet-2',
-          'fs': 'FS (demo)'}
+          'fs': 'FS (demo)', 'dfs': 'DFS searching'}
 
 
-def model_configs(widen: float) -> Dict[str, Tuple[str, dict]]:
-    """Model name -> (config, cfg options) at width ``widen``."""
+def model_configs(widen: float, dfs: bool = False) -> Dict[str, Tuple[str, dict]]:
+    """Model name -> (config, cfg options) at width ``widen``; with ``dfs``
+    also the DFSNet model (searching) of the FS one."""
     if widen == 1:
-        return {name: (config, {}) for name, config in MODELS.items()}
+        models = {name: (config, {}) for name, config in MODELS.items()}
+        if dfs:
+            models['dfs'] = ('configs/dfsnet_ssd300_voc.py', {})
+        return models
     from fsnet_mmdet.models.fs_ssd_vgg import ssd300_widths
 
     widths = list(ssd300_widths(widen))
@@ -54,11 +61,16 @@ def model_configs(widen: float) -> Dict[str, Tuple[str, dict]]:
              'model.neck.in_channels': widths[:2],
              'model.neck.out_channels': widths,
              'model.bbox_head.in_channels': widths}
-    fs = dict(type='FSConv', preset='paper')
-    return {'dense': (MODELS['dense'], shape),
-            'fs': (MODELS['fsnet1'], dict(shape, **{
-                'model.backbone.conv_cfg': fs, 'model.neck.conv_cfg': fs,
-                'model.bbox_head.pred_conv_cfg': fs}))}
+    def fs(**options):
+        conv = dict(type='FSConv', preset='paper', **options)
+        return dict(shape, **{'model.backbone.conv_cfg': conv,
+                              'model.neck.conv_cfg': conv,
+                              'model.bbox_head.pred_conv_cfg': conv})
+
+    models = {'dense': (MODELS['dense'], shape), 'fs': (MODELS['fsnet1'], fs())}
+    if dfs:
+        models['dfs'] = (MODELS['fsnet1'], fs(dfs_radius=1))
+    return models
 
 
 def build(name: str, device: str, widen: float = 1.0):
@@ -66,7 +78,7 @@ def build(name: str, device: str, widen: float = 1.0):
 
     MMLogger.get_current_instance().setLevel('WARNING')  # no init report
     torch.manual_seed(0)
-    config, options = model_configs(widen)[name]
+    config, options = model_configs(widen, dfs=name == 'dfs')[name]
     model = build_model_from_config(os.path.join(ROOT, config), options)
     model.init_weights()
     return model.to(device)
@@ -177,6 +189,8 @@ def main() -> None:
     parser.add_argument('--widen', type=float, default=1.0,
                         help='width multiplier of every layer (default 1; the '
                         'demo: 0.25)')
+    parser.add_argument('--dfs', action='store_true',
+                        help='also time the DFSNet model while it searches')
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 0 < args.widen <= 1:
@@ -190,7 +204,7 @@ def main() -> None:
     print(f'device: {device_name}; torch {torch.__version__}; width '
           f'{args.widen:g}; training batch {batch}; {args.reps} interleaved '
           f'repetitions (median, spread)')
-    names = list(model_configs(args.widen))
+    names = list(model_configs(args.widen, args.dfs))
     fs_names = [n for n in names if n != 'dense']
     models = {name: build(name, args.device, args.widen) for name in names}
     inputs, samples = synthetic_batch(batch, args.device)
@@ -222,7 +236,9 @@ def main() -> None:
           + ' '.join(f'{peaks[n]:>12.0f} MiB' for n in names) + ' '
           + ' '.join(f'{peaks[n] / peaks["dense"]:>14.3f}' for n in fs_names))
 
-    models = {n: build(n, 'cpu', args.widen) for n in names}
+    # A searching DFSNet model's checkpoint is not the product: after
+    # discretize() it is the FS model's plus a small int8 table.
+    models = {n: build(n, 'cpu', args.widen) for n in names if n != 'dfs'}
     sizes = checkpoint_bytes(models)
     reports = {n: count_params(m) for n, m in models.items()}
     print('\ncheckpoint (state dict)      bytes   params (effective)   '

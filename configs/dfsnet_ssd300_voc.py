@@ -5,12 +5,15 @@
 # candidates for a 3x3 layer) with learned softmax weights; DFSSearchHook
 # anneals the softmax temperature from 1 to 0.1 over the first half of the
 # schedule, then discretizes every layer to its most likely location, and the
-# second half trains the plain FS model. A checkpoint after that holds an int8
-# table of the locations (counted in the parameters), no logits; tools/test.py,
-# quantize and bake take it with this config (or the FSNet-1 one).
+# second half trains the plain FS model. Each filter's grid location starts
+# with logit 2 (dfs_prior; the others 0): a uniform start moved most filters
+# on gradient noise and lost most of the mAP at demo scale (README "DFSNet").
+# A checkpoint after the search holds an int8 table of the locations (counted
+# in the parameters), no logits; tools/test.py, quantize and bake take it
+# with this config (or the FSNet-1 one).
 _base_ = './fsnet_ssd300_voc.py'
 
-fs_conv = dict(type='FSConv', preset='fsnet1', dfs_radius=1)
+fs_conv = dict(type='FSConv', preset='fsnet1', dfs_radius=1, dfs_prior=2.0)
 model = dict(
     backbone=dict(conv_cfg=fs_conv),
     neck=dict(conv_cfg=fs_conv),

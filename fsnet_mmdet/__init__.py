@@ -2,7 +2,8 @@
 
 Importing this package registers every module it defines (``FSConv`` and
 ``FSLinear`` in MMEngine's root ``MODELS``; ``FSSSD300``, ``FSSSDHead``,
-``CheckedVOCDataset`` and ``FiniteLossHook`` in MMDetection's registries),
+``CheckedVOCDataset``, ``FiniteLossHook`` and ``DFSSearchHook`` in
+MMDetection's registries),
 applies the compatibility fixes of :mod:`fsnet_mmdet.compat` and lets a model
 config's ``fs_convert`` key convert any detector (:mod:`fsnet_mmdet.conversion`).
 """

@@ -37,6 +37,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
         dfs_radius: Differentiable FSNet (default 0: off): learn each row's
             segment start among its grid start and the starts up to this many
             elements away (as :class:`~fsnet_mmdet.fsconv.FSConv`).
+        dfs_prior: initial logit of each row's grid start while searching.
         grad_reduction: ``'mean'`` (Eq. 2, default) or ``'sum'``.
         wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
             quantized to 8 bits.
@@ -52,6 +53,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
                  ratio: float = DEFAULT_SEGMENT_RATIO,
                  stride: int | None = None,
                  dfs_radius: int = 0,
+                 dfs_prior: float = 0.0,
                  grad_reduction: str = 'mean',
                  wq: bool = False) -> None:
         self.stride = segment_stride(in_features, ratio, stride)
@@ -60,7 +62,8 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
         self._init_summary((out_features * self.stride,),
                            segment_index(out_features, in_features, self.stride),
                            out_features if bias else None, grad_reduction, wq,
-                           dfs_radius=dfs_radius, device=device, dtype=dtype)
+                           dfs_radius=dfs_radius, dfs_prior=dfs_prior,
+                           device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (..., in_features) -> (..., out_features)."""

@@ -444,12 +444,14 @@ def shift_index(index: Tensor, summary_shape: Sequence[int],
         reads the summary element ``offsets[k]`` further (mod the shape)
         than before.
     """
-    shape = torch.tensor(summary_shape)
+    shape = torch.tensor(summary_shape, device=index.device)
     coords = torch.stack(torch.unravel_index(index.long(), tuple(summary_shape)), -1)
-    offsets = offsets.long().view(-1, *[1] * (index.dim() - 1), len(summary_shape))
+    offsets = offsets.long().to(index.device).view(
+        -1, *[1] * (index.dim() - 1), len(summary_shape))
     coords = (coords + offsets) % shape
     strides = torch.tensor([math.prod(summary_shape[i + 1:])
-                            for i in range(len(summary_shape))])
+                            for i in range(len(summary_shape))],
+                           device=index.device)
     return (coords * strides).sum(-1).to(index.dtype).contiguous()
 
 
@@ -476,8 +478,8 @@ def relaxed_filters(summary: Tensor, index: Tensor,
         Filters of ``index``'s shape.
     """
     dims = tuple(range(summary.dim()))
-    rolled = torch.stack([summary.roll([-s for s in shift.tolist()], dims)
-                          for shift in shifts])
+    rolled = torch.stack([summary.roll([-s for s in shift], dims)
+                          for shift in shifts.tolist()])
     n, j = summary.numel(), len(shifts)
     base = torch.arange(j, device=index.device).view(j, *[1] * index.dim()) * n
     inv = inv_multiplicity.repeat(j) if inv_multiplicity is not None else None

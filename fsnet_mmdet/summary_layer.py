@@ -23,6 +23,7 @@ table kept in the state dict (any summary layer loading a state dict with
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -91,7 +92,7 @@ class SummaryWeightMixin:
     def _init_summary(self, shape, index: Tensor, bias_features: Optional[int],
                       grad_reduction: str, wq: bool,
                       fold: Optional[FSGeometry] = None, dfs_radius: int = 0,
-                      device=None, dtype=None) -> None:
+                      dfs_prior: float = 0.0, device=None, dtype=None) -> None:
         """Register the summary, the bias, the index and its multiplicity; init.
 
         Called by the layer's ``__init__`` after the dense module's, whose
@@ -106,6 +107,8 @@ class SummaryWeightMixin:
             fold: a geometry for :func:`fold_filter_grad`, or None.
             dfs_radius: 0, or search each filter's location (DFSNet) among
                 the shifts up to this radius (:func:`candidate_shifts`).
+            dfs_prior: initial logit of every filter's grid location (the
+                other candidates start at 0).
         """
         del self._parameters['weight']
         self.grad_reduction = check_grad_reduction(grad_reduction)
@@ -127,8 +130,14 @@ class SummaryWeightMixin:
         if dfs_radius:
             self.register_buffer('dfs_shifts', candidate_shifts(
                 shape, dfs_radius).to(device), persistent=False)
-            self.dfs_logits = nn.Parameter(torch.zeros(
-                index.shape[0], len(self.dfs_shifts), **factory))
+            if isinstance(dfs_prior, bool) or not isinstance(
+                    dfs_prior, (int, float)) or not math.isfinite(dfs_prior):
+                raise ValueError(f'dfs_prior must be a finite number (the '
+                                 f'initial logit of the grid location), got '
+                                 f'{dfs_prior!r}')
+            logits = torch.zeros(index.shape[0], len(self.dfs_shifts), **factory)
+            logits[:, 0] = dfs_prior
+            self.dfs_logits = nn.Parameter(logits)
         self.reset_parameters()
 
     def _set_index(self, index: Tensor, fold: Optional[FSGeometry]) -> None:

@@ -227,6 +227,16 @@ def test_wq_load_of_a_discretized_checkpoint():
     torch.testing.assert_close(wq.summary, fake_quantize(layer.summary.detach()))
 
 
+def test_prior_favours_the_grid_location():
+    layer = FSConv(8, 16, 3, dfs_radius=1, dfs_prior=2.0)
+    probs = layer.dfs_probs()
+    torch.testing.assert_close(probs[:, 0], torch.full((16,), math.e ** 2 /
+                                                      (math.e ** 2 + 6)))
+    layer.dfs_temperature = 0.1
+    assert (layer.dfs_probs()[:, 0] > 0.999).all()
+    assert layer.discretize().eq(0).all()
+
+
 def test_counts_logits_while_searching_and_the_int8_table_after():
     layer = FSConv(8, 16, 3, dfs_radius=1)
     summary = layer.summary.numel()
@@ -241,6 +251,8 @@ def test_counts_logits_while_searching_and_the_int8_table_after():
 def test_bad_dfs_options_and_states():
     with pytest.raises(ValueError, match='dfs_radius must be an int >= 0'):
         FSConv(8, 16, 3, dfs_radius=-1)
+    with pytest.raises(ValueError, match='dfs_prior must be a finite number'):
+        FSConv(8, 16, 3, dfs_radius=1, dfs_prior='2')
     with pytest.raises(ValueError, match='not searching'):
         FSConv(8, 16, 3).discretize()
     with pytest.raises(ValueError, match=r'offsets must have shape .* \(16, 3\)'):

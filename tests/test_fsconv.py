@@ -308,9 +308,9 @@ def test_block_fold_equals_scatter_add(cin, cout, ks, opts):
 def test_large_layer_uses_fold_and_matches_scatter():
     from fsnet_mmdet.fsconv import FOLD_MIN_FILTER_ELEMENTS
 
-    conv = FSConv(64, 128, 3, padding=1).double()
+    conv = FSConv(512, 256, 3, padding=1).double()
     assert conv._fold is not None and conv.index.numel() >= FOLD_MIN_FILTER_ELEMENTS
-    x = torch.randn(2, 64, 6, 6, dtype=torch.double)
+    x = torch.randn(2, 512, 3, 3, dtype=torch.double)
     (conv(x) ** 2).sum().backward()
     fast = conv.summary.grad.clone()
     conv.summary.grad = None

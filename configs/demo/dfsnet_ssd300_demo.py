@@ -1,10 +1,11 @@
 # DFSNet at demo scale (README "DFSNet"): the demo's FSNet SSD300
 # (fsnet_ssd300_demo.py, width 0.25, 750 AdamW iterations) with the search of
-# configs/dfsnet_ssd300_voc.py: learned filter locations (dfs_radius=1) for
-# the first half of the schedule, then discretized and trained as plain FS.
+# configs/dfsnet_ssd300_voc.py: learned filter locations (dfs_radius=1,
+# grid prior 2) for the first half of the schedule, then discretized and
+# trained as plain FS.
 _base_ = './fsnet_ssd300_demo.py'
 
-fs_conv = dict(type='FSConv', preset='paper', dfs_radius=1)
+fs_conv = dict(type='FSConv', preset='paper', dfs_radius=1, dfs_prior=2.0)
 model = dict(
     backbone=dict(conv_cfg=fs_conv),
     neck=dict(conv_cfg=fs_conv),
