@@ -15,7 +15,6 @@ import os
 import sys
 
 import torch
-from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
 from timing import interleaved, med, spread  # noqa: E402
