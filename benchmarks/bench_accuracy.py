@@ -127,18 +127,17 @@ EXPERIMENTS = [
 #: filter locations, searched for half the schedule, then discretized; the
 #: logits start uniform (dfs_prior 0) or favouring the grid (2: the configs').
 DFS_DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo', 'dfsnet_ssd300_demo.py')
+#: Prior 2: a filter leaves the grid only where its gradient keeps pushing
+#: it for much of the search.
 DFS = [
-    Variant(f'dfs-k3x{k}-interleave',
-            f'DFSNet, uniform start, K3 x {k}, pred_interleave',
-            fs=_fs(k, dfs_radius=1), pred_interleave=True, curve='dfs',
-            base=DFS_DEMO_CONFIG) for k in (1, 2)
-] + [
-    # The grid location favoured at the start (logit 2: a filter moves only
-    # where its gradient keeps pushing it for much of the search).
-    Variant(f'dfs-prior2-k3x{k}-interleave',
-            f'DFSNet, grid prior 2, K3 x {k}, pred_interleave',
-            fs=_fs(k, dfs_radius=1, dfs_prior=2.0), pred_interleave=True,
-            curve='dfs-prior', base=DFS_DEMO_CONFIG) for k in (1, 2)
+    Variant(f'dfs{tag}-k3x{k}-interleave',
+            f'DFSNet, {start}, K3 x {k}, pred_interleave',
+            fs=_fs(k, dfs_radius=1, dfs_prior=prior), pred_interleave=True,
+            curve=curve, base=DFS_DEMO_CONFIG)
+    for tag, start, prior, curve in (('', 'uniform start', 0.0, 'dfs'),
+                                     ('-prior2', 'grid prior 2', 2.0,
+                                      'dfs-prior'))
+    for k in (1, 2)
 ]
 VARIANTS = {v.name: v for v in MAIN + EXPERIMENTS + DFS}
 

@@ -110,7 +110,9 @@ class DFSSearchHook(Hook):
         if not layers:
             return
         if runner.iter >= self.end:
-            moved = sum(int(m.discretize().ne(0).any(1).sum()) for m in layers)
+            for m in layers:
+                m.discretize()
+            moved = sum(m.moved_filters() for m in layers)
             total = sum(len(m.offsets) for m in layers)
             runner.logger.info(
                 f'DFSNet: iteration {runner.iter}: {len(layers)} layers '

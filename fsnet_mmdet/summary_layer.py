@@ -232,6 +232,15 @@ class SummaryWeightMixin:
         """Whether the filters' locations are being learned (DFSNet)."""
         return 'dfs_logits' in self._parameters
 
+    @property
+    def offsets_shape(self) -> Tuple[int, int]:
+        """Shape of the learned-location table: (filters, summary axes)."""
+        return (self.index.shape[0], self.summary.dim())
+
+    def moved_filters(self) -> int:
+        """How many filters a discretized layer moved off their grid location."""
+        return int(self.offsets.ne(0).any(1).sum())
+
     def dfs_probs(self) -> Tensor:
         """(K, J) softmax of ``dfs_logits / dfs_temperature`` over the candidates."""
         return torch.softmax(self.dfs_logits / self.dfs_temperature, dim=1)
@@ -254,7 +263,7 @@ class SummaryWeightMixin:
                 offsets of the wrong shape.
         """
         self._write_back()
-        shape = (self.index.shape[0], self.summary.dim())
+        shape = self.offsets_shape
         if offsets is None:
             if not self.searching:
                 raise ValueError(
@@ -281,8 +290,7 @@ class SummaryWeightMixin:
         if self.searching:
             return f', dfs_candidates={len(self.dfs_shifts)}'
         if 'offsets' in self._buffers:
-            moved = int(self.offsets.ne(0).any(1).sum())
-            return f', dfs_moved={moved}/{len(self.offsets)}'
+            return f', dfs_moved={self.moved_filters()}/{len(self.offsets)}'
         return ''
 
     def summary_from_dense(self, dense_weight: Tensor, name: str = 'weight') -> Tensor:

@@ -85,7 +85,7 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, Tensor],
                 f'{name}.offsets' in state_dict):
             expected.pop(f'{name}.dfs_logits', None)
             expected[f'{name}.offsets'] = layer.index.new_empty(
-                layer.index.shape[0], layer.summary.dim())
+                layer.offsets_shape)
     for key, value in expected.items():
         if key not in state_dict:
             raise ValueError(f'{filename}: no entry for {key!r} of the config\'s '
