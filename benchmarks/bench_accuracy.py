@@ -109,6 +109,7 @@ MAIN = [
 ]
 #: Experiments (README "Why FS trails"): one change each against fs-k3x1.
 _LR2X = "optim_wrapper = dict(optimizer=dict(lr=6e-3))  # demo: 3e-3\n"
+_LR_HALF = "optim_wrapper = dict(optimizer=dict(lr=1.5e-3))  # demo: 3e-3\n"
 EXPERIMENTS = [
     Variant('fs-k3x1-selfwrap', 'FS K3 x 1, self_wrap=True (old stride rule)',
             fs=_fs(1, self_wrap=True)),
@@ -122,6 +123,12 @@ EXPERIMENTS = [
             dense_predictors=True),
     Variant('dense-w0.25-lr2x', 'dense width 0.25, lr x 2',
             overrides=_LR2X),
+    # Against fs-k3x{1,2}-interleave (the configs' recipe):
+    *(Variant(f'fs-k3x{k}-interleave-1d',
+              f'FS K3 x {k}, pred_interleave, 1D summary (later paper)',
+              fs=_fs(k, layout='1d'), pred_interleave=True) for k in (1, 2)),
+    Variant('fs-k3x1-interleave-lr0.5x', 'FS K3 x 1, pred_interleave, lr x 0.5',
+            fs=_fs(1), pred_interleave=True, overrides=_LR_HALF),
 ]
 #: DFSNet (README "DFSNet"): the FS pred_interleave points with learned
 #: filter locations, searched for half the schedule, then discretized; the
