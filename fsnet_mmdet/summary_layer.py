@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from .functional import (GRAD_REDUCTIONS, FSGeometry, candidate_shifts,
                          extract_filters, multiplicity, project_filters,
-                         relaxed_filters, representatives, shift_index)
+                         reduction_matrix, relaxed_filters, representatives,
+                         shift_index)
 from .quantization import fake_quantize
 
 
@@ -148,6 +149,7 @@ class SummaryWeightMixin:
         self.inv_multiplicity = 1.0 / count.clamp(min=1).to(self.summary.dtype)
         self._fold = fold
         self._eval_cache = None
+        self._reduction_cache = None  # (sparse Eq. 2 matrix, key) for training
 
     def _layout(self) -> str:
         """The options that set the summary's shape, for error messages."""
@@ -197,7 +199,28 @@ class SummaryWeightMixin:
         if self.searching:
             return relaxed_filters(self.summary, self.index, inv,
                                    self.dfs_shifts, self.dfs_probs())
-        return extract_filters(self.summary, self.index, inv, self._fold)
+        return extract_filters(self.summary, self.index, inv, self._fold,
+                               self._reduction(inv))
+
+    def _reduction(self, inv: Optional[Tensor]) -> Optional[Tensor]:
+        """The sparse Eq. 2 matrix of the backward, built once per index,
+        dtype and device; None where the fold serves (large layers) or off
+        CPU/CUDA (the scattered add serves)."""
+        s = self.summary
+        if (self._fold is not None or s.device.type not in ('cpu', 'cuda')
+                or s.dtype not in (torch.float32, torch.float64)):
+            return None
+        key = (self.index.data_ptr(), s.device, s.dtype, inv is not None)
+        if self._reduction_cache is None or self._reduction_cache[1] != key:
+            weights = inv if inv is not None else torch.ones_like(
+                self.inv_multiplicity)
+            self._reduction_cache = (reduction_matrix(self.index, weights), key)
+        return self._reduction_cache[0]
+
+    def __getstate__(self) -> dict:
+        # A sparse CSR tensor cannot be deep-copied or pickled: drop the
+        # cache (EMA copies, torch.save of the module), it is rebuilt on use.
+        return dict(super().__getstate__(), _reduction_cache=None)
 
     @torch.no_grad()
     def _gather(self) -> Tensor:

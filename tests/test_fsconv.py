@@ -1,5 +1,7 @@
 """FSConv against independent references: the paper's formula, Eq. 1, Eq. 2, F.conv2d."""
+import copy
 import math
+import pickle
 
 import pytest
 import torch
@@ -317,6 +319,29 @@ def test_large_layer_uses_fold_and_matches_scatter():
     filters = extract_filters(conv.summary, conv.index, conv.inv_multiplicity)
     (F.conv2d(x, filters, conv.bias, padding=1) ** 2).sum().backward()
     torch.testing.assert_close(fast, conv.summary.grad)
+
+
+def test_small_layer_backward_is_one_sparse_product_and_copies():
+    # Below the fold's threshold the Eq. 2 backward is reduction_matrix @ grad;
+    # the matrix (a sparse CSR tensor) is cached on the layer, yet the layer
+    # deep-copies and pickles (EMA, torch.save of a module) and follows .double().
+    conv = FSConv(8, 16, 3, padding=1)
+    assert conv._fold is None
+    x = torch.randn(2, 8, 5, 5)
+    (conv(x) ** 2).sum().backward()
+    fast = conv.summary.grad.clone()
+    assert conv._reduction_cache is not None
+    conv.summary.grad = None
+    filters = extract_filters(conv.summary, conv.index, conv.inv_multiplicity)
+    (F.conv2d(x, filters, conv.bias, padding=1) ** 2).sum().backward()
+    torch.testing.assert_close(fast, conv.summary.grad)
+    twin = copy.deepcopy(conv)
+    pickle.loads(pickle.dumps(conv))
+    assert twin._reduction_cache is None and conv._reduction_cache is not None
+    twin.double().zero_grad()
+    (twin(x.double()) ** 2).sum().backward()
+    torch.testing.assert_close(twin.summary.grad, fast.double(), rtol=1e-4,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize('cin,cout,ks,opts', [

@@ -9,7 +9,8 @@ from torch import nn
 
 from fsnet_mmdet import FSConv
 from fsnet_mmdet.functional import (filter_index, fold_filter_grad, foldable,
-                                    multiplicity, resolve_geometry)
+                                    multiplicity, reduction_matrix,
+                                    resolve_geometry)
 
 
 def divisors(n):
@@ -89,6 +90,22 @@ def test_block_fold_equals_scatter(layer):
     expected = torch.zeros(math.prod(g.summary_shape), dtype=torch.double)
     expected.index_add_(0, index.reshape(-1).long(), grad.reshape(-1))
     torch.testing.assert_close(fold_filter_grad(grad, g).reshape(-1), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers(), st.booleans())
+def test_reduction_matrix_is_scatter_add_then_row_weights(layer, mean):
+    cin, k, ks, _, opts = layer
+    g = resolve_geometry(cin, k, ks, **opts)
+    index, numel = filter_index(g), math.prod(g.summary_shape)
+    count = multiplicity(index, numel).double()
+    weights = 1 / count if mean else torch.ones(numel, dtype=torch.double)
+    grad = torch.randn(index.shape, dtype=torch.double)
+    expected = torch.zeros(numel, dtype=torch.double)
+    expected.index_add_(0, index.reshape(-1).long(), grad.reshape(-1))
+    matrix = reduction_matrix(index, weights)
+    assert matrix.layout == torch.sparse_csr and matrix.shape == (numel, index.numel())
+    torch.testing.assert_close(matrix @ grad.reshape(-1), expected * weights)
 
 
 @settings(max_examples=60, deadline=None)
