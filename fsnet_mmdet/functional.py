@@ -690,6 +690,7 @@ def representatives(index: Tensor, numel: int) -> Tensor:
         filter reads gets ``index.numel()``.
     """
     flat = index.reshape(-1).long()
-    positions = torch.arange(flat.numel())
-    first = torch.full((numel,), flat.numel(), dtype=torch.long)
+    positions = torch.arange(flat.numel(), device=flat.device)
+    first = torch.full((numel,), flat.numel(), dtype=torch.long,
+                       device=flat.device)
     return first.scatter_reduce_(0, flat, positions, reduce='amin')
