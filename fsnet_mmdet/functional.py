@@ -581,7 +581,7 @@ def reduction_matrix(index: Tensor, row_weights: Tensor) -> Tensor:
     numel, flat = row_weights.numel(), index.reshape(-1).long()
     order = torch.argsort(flat, stable=True)
     crow = flat.new_zeros(numel + 1)
-    crow[1:] = torch.bincount(flat, minlength=numel).cumsum(0)
+    crow[1:] = multiplicity(index, numel).cumsum(0)
     values = row_weights[flat[order]]
     with warnings.catch_warnings():  # "sparse CSR support is in beta state"
         warnings.simplefilter('ignore', UserWarning)
