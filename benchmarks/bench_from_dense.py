@@ -1,18 +1,32 @@
-"""FS from a trained dense model: least-squares conversion, then fine-tuning, measured.
+"""FS from a trained dense detector: structural regularization, then projection.
 
-On the accuracy benchmark's data and recipe (``bench_accuracy.py``), per seed:
+On the demo's data and recipe, through the real tools:
 
-1. train the dense SSD300-BN at the demo width (``dense-w0.25``) and test it;
-2. ``tools/convert.py``: the FS model's summaries by least squares from it
-   (FS K3 x 1 with ``pred_interleave``, the configs' default), test as is;
-3. fine-tune that FS model with the same recipe and iterations
-   (``load_from``), test again, and WQ-test it.
+1. the teacher: the dense SSD300-BN at the demo width
+   (``configs/demo/ssd300_bn_demo.py``) trained ``--teacher-iters`` (750)
+   iterations, seed 0, and tested; one teacher serves every seed below;
+2. the baseline: the teacher projected onto the FS model by least squares
+   (``tools/convert.py``) and tested as is, and with BatchNorm re-estimated
+   (training-free);
+3. per extra budget B (``--extra``, e.g. 250 and 750) and seed: the
+   ``fsreg`` path, B iterations in all:
+   a. ``configs/demo/fsreg_ssd300_demo.py``: round(``--reg-fraction`` x B)
+      iterations of the teacher's fine-tuning with the structural
+      regularizer (``FSRegularizationHook``), tested (dense);
+   b. the projection (``tools/convert.py``), tested: the mAP right after it;
+      again with BatchNorm re-estimated on 25 training batches
+      (``--recalibrate-bn``), tested;
+   c. ``configs/demo/fsnet_ssd300_demo_from_dense.py``: the rest of B as FS,
+      tested; then WQ (``tools/quantize.py``) and tested.
+4. FS trained from scratch, from the committed accuracy results
+   (``docs/accuracy``): at 750 and 1500 iterations.
 
-Prints and writes (``--docs``) the mAP after each step, next to the FS model
-trained from scratch for the same iterations (from ``bench_accuracy.py``'s
-runs, if present in its work dir).
+Finished runs are skipped (each writes ``result.json``). Writes, under
+``--docs``: ``results.md`` (the table), ``results.json`` and
+``map_vs_iterations.png``.
 
-    python benchmarks/bench_from_dense.py --iters 250 --seeds 0
+    python benchmarks/bench_from_dense.py --extra 250 750 --seeds 0 1 2
+    python benchmarks/bench_from_dense.py --quick       # tiny, for the tests
 """
 import argparse
 import json
@@ -20,115 +34,351 @@ import os
 import statistics
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_accuracy import VARIANTS, config_text, write_config  # noqa: E402
 from fsnet_mmdet.tools.pipeline import (last_checkpoint, map_of,  # noqa: E402
                                         run_tool, write_json_atomic)
 
-DENSE, FS = 'dense-w0.25', 'fs-k3x1-interleave'
+DEMO = os.path.join(ROOT, 'configs', 'demo')
+TEACHER_CONFIG = os.path.join(DEMO, 'ssd300_bn_demo.py')
+REG_CONFIG = os.path.join(DEMO, 'fsreg_ssd300_demo.py')
+FS_CONFIG = os.path.join(DEMO, 'fsnet_ssd300_demo.py')
+FINETUNE_CONFIG = os.path.join(DEMO, 'fsnet_ssd300_demo_from_dense.py')
+WQ_CONFIG = os.path.join(DEMO, 'fsnet_ssd300_demo_wq.py')
+#: FS K3 x 1 pred_interleave (the demo FS model) trained from scratch:
+#: (results file, iterations); read, not rerun.
+SCRATCH = [('docs/accuracy/h100/results.json', 750),
+           ('docs/accuracy/iters1500/results.json', 1500)]
+SCRATCH_VARIANT = 'fs-k3x1-interleave'
+#: Training batches (of 8 images) that re-estimate BatchNorm after a projection.
+BN_BATCHES = 25
+#: The paths measured: structural regularization -> projection -> FS
+#: fine-tuning, without and with channel-wise distillation from the teacher.
+METHODS = {'fsreg': 'regularized, projected, fine-tuned as FS',
+           'fsreg-kd': 'the same, distilling the teacher (CWD) in both stages'}
+KD_WEIGHT = 3.0
 
 
-def run_seed(seed: int, iters: int, work: str, data_root: str) -> dict:
-    """The four mAPs of one seed (resumes: a finished seed is read back)."""
-    run = os.path.join(work, f'seed{seed}')
-    result_path = os.path.join(run, 'result.json')
-    if os.path.exists(result_path):
-        return json.load(open(result_path))
-    start, log = time.time(), os.path.join(run, 'log.txt')
+def config(path: str, base: str, data_root: str, seed: int, iters: int,
+           extra: str = '', warmup: Optional[int] = None) -> str:
+    """Write a config: ``base`` with the data, seed and schedule length set.
 
-    def tool(*args):
-        run_tool(*args, log=log, what=f'bench_from_dense seed {seed}')
+    The schedule keeps the base's shape (linear warm-up, then cosine to its
+    ``eta_min``) and learning rate, stretched to ``iters``.
+    """
+    from mmengine.config import Config
 
-    def test(config, checkpoint, name):
-        tool('tools/test.py', config, checkpoint, '--work-dir',
-             os.path.join(run, name))
-        return map_of(os.path.join(run, name))
+    schedule = Config.fromfile(base).param_scheduler
+    warm = warmup if warmup is not None else min(schedule[0]['end'], iters // 2)
+    root = data_root.rstrip('/') + '/'
+    text = f"""# Generated by benchmarks/bench_from_dense.py
+_base_ = {base!r}
+randomness = dict(seed={seed})
+train_cfg = dict(max_iters={iters}, val_interval={iters + 1})
+param_scheduler = [
+    dict(type='LinearLR', start_factor={schedule[0]['start_factor']!r},
+         by_epoch=False, begin=0, end={warm}),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin={warm}, end={iters},
+         eta_min={schedule[1]['eta_min']!r}),
+]
+default_hooks = dict(logger=dict(interval={max(1, min(25, iters // 4))}),
+                     checkpoint=dict(interval={iters}))
+train_dataloader = dict(dataset=dict(dataset=dict(data_root={root!r})))
+val_dataloader = dict(dataset=dict(data_root={root!r}))
+test_dataloader = val_dataloader
+""" + extra
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
 
-    dense_cfg = write_config(os.path.join(run, 'dense.py'), config_text(
-        VARIANTS[DENSE], seed, iters, data_root))
-    fs_cfg = write_config(os.path.join(run, 'fs.py'), config_text(
-        VARIANTS[FS], seed, iters, data_root))
-    wq_cfg = write_config(os.path.join(run, 'fs_wq.py'), config_text(
-        VARIANTS[FS], seed, iters, data_root, wq=True))
-    tool('tools/train.py', dense_cfg, '--work-dir', os.path.join(run, 'dense'))
-    dense_ckpt = last_checkpoint(os.path.join(run, 'dense'))
-    result = dict(seed=seed, iters=iters,
-                  dense=test(dense_cfg, dense_ckpt, 'test_dense'))
-    converted = os.path.join(run, 'fs_init.pth')
-    tool('tools/convert.py', fs_cfg, dense_ckpt, converted)
-    result['converted'] = test(fs_cfg, converted, 'test_converted')
-    tool('tools/train.py', fs_cfg, '--work-dir', os.path.join(run, 'finetune'),
-         '--cfg-options', f'load_from={converted}')
-    tuned = last_checkpoint(os.path.join(run, 'finetune'))
-    result['finetuned'] = test(fs_cfg, tuned, 'test_finetuned')
-    result['finetuned_wq'] = test(wq_cfg, tuned, 'test_finetuned_wq')
-    for path in (dense_ckpt, converted, tuned):
-        os.remove(path)
+
+class Steps:
+    """Runs tools into one log and one work dir."""
+
+    def __init__(self, run: str, what: str) -> None:
+        self.run, self.what = run, what
+        self.log = os.path.join(run, 'log.txt')
+        os.makedirs(run, exist_ok=True)
+
+    def tool(self, *args) -> None:
+        run_tool(*args, log=self.log, what=self.what)
+
+    def train(self, cfg: str, name: str, *options: str) -> str:
+        work = os.path.join(self.run, name)
+        resume = ['--resume'] if os.path.exists(
+            os.path.join(work, 'last_checkpoint')) else []
+        self.tool('tools/train.py', cfg, '--work-dir', work, *resume, *options)
+        return last_checkpoint(work)
+
+    def test(self, cfg: str, checkpoint: str, name: str) -> float:
+        work = os.path.join(self.run, name)
+        self.tool('tools/test.py', cfg, checkpoint, '--work-dir', work)
+        return map_of(work)
+
+
+def teacher(work: str, data_root: str, iters: int) -> dict:
+    """Train and test the dense teacher once; its checkpoint stays in ``work``."""
+    run = os.path.join(work, 'teacher')
+    path = os.path.join(run, 'result.json')
+    if os.path.exists(path):
+        return json.load(open(path))
+    start, steps = time.time(), Steps(run, 'bench_from_dense teacher')
+    cfg = config(os.path.join(run, 'dense.py'), TEACHER_CONFIG, data_root, 0,
+                 iters)
+    ckpt = steps.train(cfg, 'train')
+    fs_cfg = config(os.path.join(run, 'fs.py'), FS_CONFIG, data_root, 0, iters)
+    converted = os.path.join(run, 'converted.pth')
+    steps.tool('tools/convert.py', fs_cfg, ckpt, converted)
+    result = dict(checkpoint=ckpt, config=cfg, iters=iters,
+                  mAP=steps.test(cfg, ckpt, 'test'),
+                  converted=steps.test(fs_cfg, converted, 'test_converted'))
+    steps.tool('tools/convert.py', fs_cfg, ckpt, converted, '--recalibrate-bn',
+               str(BN_BATCHES))
+    result['converted_bn'] = steps.test(fs_cfg, converted, 'test_converted_bn')
+    os.remove(converted)
     result['wall_s'] = time.time() - start
-    write_json_atomic(result_path, result)
+    write_json_atomic(path, result)
     return result
+
+
+def with_teacher(base: str, teacher_cfg: str, teacher_ckpt: str) -> str:
+    """Config text: ``base``'s custom hooks plus the distillation hook."""
+    from mmengine.config import Config
+
+    hooks = Config.fromfile(base).to_dict().get('custom_hooks', [])
+    hooks.append(dict(type='FSDistillationHook', teacher_config=teacher_cfg,
+                      teacher_checkpoint=teacher_ckpt, weight=KD_WEIGHT))
+    return f'custom_hooks = {hooks!r}\n'
+
+
+def fsreg(work: str, data_root: str, teach: dict, method: str, extra: int,
+          reg_fraction: float, seed: int) -> dict:
+    """The regularize -> project -> fine-tune path with ``extra`` iterations
+    (``method`` 'fsreg-kd': distilling the teacher in both stages)."""
+    run = os.path.join(work, f'{method}-extra{extra}', f'seed{seed}')
+    path = os.path.join(run, 'result.json')
+    if os.path.exists(path):
+        return json.load(open(path))
+    start = time.time()
+    steps = Steps(run, f'bench_from_dense {method} extra {extra} seed {seed}')
+    reg_iters = max(1, min(extra - 1, round(reg_fraction * extra)))
+    tune_iters = extra - reg_iters
+    teacher_ckpt = teach['checkpoint']
+    kd = (lambda base: with_teacher(base, teach['config'], teacher_ckpt)) if (
+        method == 'fsreg-kd') else (lambda base: '')
+    reg_cfg = config(os.path.join(run, 'reg.py'), REG_CONFIG, data_root, seed,
+                     reg_iters, f'load_from = {teacher_ckpt!r}\n' + kd(REG_CONFIG))
+    reg_ckpt = steps.train(reg_cfg, 'reg')
+    fs_cfg = config(os.path.join(run, 'fs.py'), FS_CONFIG, data_root, seed, 2)
+    projected = os.path.join(run, 'projected.pth')
+    steps.tool('tools/convert.py', fs_cfg, reg_ckpt, projected)
+    residuals = json.load(open(os.path.join(run, 'reg', 'fs_residuals.json')))
+    result = dict(method=method, seed=seed, extra=extra, reg_iters=reg_iters,
+                  tune_iters=tune_iters,
+                  residual=residuals['history'][-1]['total'],
+                  regularized=steps.test(reg_cfg, reg_ckpt, 'test_reg'),
+                  projected=steps.test(fs_cfg, projected, 'test_projected'))
+    # The fine-tuning starts from the projection with re-estimated BN.
+    steps.tool('tools/convert.py', fs_cfg, reg_ckpt, projected,
+               '--recalibrate-bn', str(BN_BATCHES))
+    result['projected_bn'] = steps.test(fs_cfg, projected, 'test_projected_bn')
+    tune_cfg = config(os.path.join(run, 'tune.py'), FINETUNE_CONFIG, data_root,
+                      seed, tune_iters, f'load_from = {projected!r}\n'
+                      + kd(FINETUNE_CONFIG))
+    tuned = steps.train(tune_cfg, 'tune')
+    wq_cfg = config(os.path.join(run, 'wq.py'), WQ_CONFIG, data_root, seed, 2)
+    wq = os.path.join(run, 'weights_wq.pth')
+    steps.tool('tools/quantize.py', tune_cfg, tuned, wq)
+    result.update(mAP=steps.test(tune_cfg, tuned, 'test'),
+                  mAP_wq=steps.test(wq_cfg, wq, 'test_wq'),
+                  bytes_wq=os.path.getsize(wq))
+    for p in (reg_ckpt, projected, tuned, wq):  # keep results, not weights
+        os.remove(p)
+    result['wall_s'] = time.time() - start
+    write_json_atomic(path, result)
+    return result
+
+
+def scratch_maps() -> Dict[int, List[float]]:
+    """{iterations: [mAP per seed]} of FS from scratch in the committed results."""
+    out = {}
+    for rel, iters in SCRATCH:
+        data = json.load(open(os.path.join(ROOT, rel)))
+        runs = data['runs'] if isinstance(data, dict) else data
+        maps = [r['mAP'] for r in runs if r.get('variant') == SCRATCH_VARIANT
+                and r.get('iters') == iters and r.get('mAP') is not None]
+        if maps:
+            out[iters] = maps
+    return out
+
+
+def cell(values: List[float]) -> str:
+    if not values:
+        return '-'
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return (f'{statistics.mean(values):.3f} +- {std:.3f} ('
+            + ', '.join(f'{v:.3f}' for v in values) + ')')
+
+
+def report(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
+           command: str) -> str:
+    t = teach['iters']
+    lines = ['| model | total iterations | residual | mAP after projection '
+             '| mAP | WQ | wall min / run |', '|---|---|---|---|---|---|---|',
+             f'| teacher: dense width 0.25 | {t} | | | {teach["mAP"]:.3f} | | '
+             f'{teach["wall_s"] / 60:.0f} |',
+             f'| teacher projected by least squares (no training) | {t} | | '
+             f'{teach["converted"]:.3f} | | | |',
+             f'| ... with BatchNorm re-estimated ({BN_BATCHES} batches, no '
+             f'training) | {t} | | {teach["converted_bn"]:.3f} | | | |']
+    for method, extra in sorted({(r['method'], r['extra']) for r in runs}):
+        rs = [r for r in runs if (r['method'], r['extra']) == (method, extra)]
+        lines.append(
+            f'| {method}: {rs[0]["reg_iters"]} regularized + '
+            f'{rs[0]["tune_iters"]} FS iterations | {t} + {extra} | '
+            f'{statistics.mean(r["residual"] for r in rs):.3f} | '
+            f'{cell([r["projected"] for r in rs])}; BN re-estimated '
+            f'{cell([r["projected_bn"] for r in rs])} | '
+            f'{cell([r["mAP"] for r in rs])} | '
+            f'{cell([r["mAP_wq"] for r in rs])} | '
+            f'{statistics.mean(r["wall_s"] for r in rs) / 60:.0f} |')
+    for iters, maps in sorted(scratch.items()):
+        lines.append(f'| FS from scratch (committed results) | {iters} | | | '
+                     f'{cell(maps)} | | |')
+    return ('\n'.join(lines) + f'\n\nCommand: `{command}`. Teacher: seed 0; '
+            f'each path\'s row: mean +- std over seeds (per seed); '
+            + '; '.join(f'{m}: {d}' for m, d in METHODS.items())
+            + f'. Residual: '
+            f'sqrt(sum ||W - P(W)||^2 / sum ||W||^2) over the FS layers at the '
+            f'end of regularization. FS from scratch at 750 iterations: the '
+            f'H100 runs, at 1500: CPU runs (docs/accuracy).\n')
+
+
+def plot(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
+         out: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    t = teach['iters']
+    ax.plot([t], [teach['mAP']], 'ks', label='teacher (dense width 0.25)')
+    ax.plot([t], [teach['converted']], 'kx',
+            label='teacher projected, no training')
+    if scratch:
+        its = sorted(scratch)
+        ax.errorbar(its, [statistics.mean(scratch[i]) for i in its],
+                    [statistics.stdev(scratch[i]) if len(scratch[i]) > 1 else 0
+                     for i in its], fmt='o--', capsize=3,
+                    label='FS from scratch')
+    for method in sorted({r['method'] for r in runs}):
+        extras = sorted({r['extra'] for r in runs if r['method'] == method})
+        for key, label, fmt in (('mAP', 'after fine-tuning', 'o-'),
+                                ('projected_bn', 'right after projection '
+                                 '(BN re-estimated)', 'v:')):
+            vals = [[r[key] for r in runs if (r['method'], r['extra']) ==
+                     (method, e)] for e in extras]
+            ax.errorbar([t + e for e in extras],
+                        [statistics.mean(v) for v in vals],
+                        [statistics.stdev(v) if len(v) > 1 else 0 for v in vals],
+                        fmt=fmt, capsize=3, label=f'{method}, {label}')
+    ax.set_xlabel('training iterations in all (batch 8)')
+    ax.set_ylabel('VOC mAP@0.5 (demo data)')
+    ax.set_title('FS K3 x 1 from a trained dense SSD300-BN (demo scale)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0])
-    parser.add_argument('--iters', type=int, default=250)
+    parser.add_argument('--extra', nargs='+', type=int, default=[250, 750],
+                        help='iterations after the teacher\'s, per path')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--methods', nargs='+', default=['fsreg'],
+                        choices=sorted(METHODS),
+                        help='; '.join(f'{m}: {d}' for m, d in METHODS.items()))
+    parser.add_argument('--teacher-iters', type=int, default=750)
+    parser.add_argument('--reg-fraction', type=float, default=0.8,
+                        help='share of the extra iterations spent regularizing '
+                        '(the rest fine-tunes the projected FS model)')
     parser.add_argument('--data-root', default='data/demo/VOCdevkit')
+    parser.add_argument('--work-dir', default=None)
     parser.add_argument('--docs', default=None,
-                        help='default: docs/accuracy/from-dense-iters<N>')
+                        help='default: docs/accuracy/from-dense')
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny scale (8 images, a few iterations, 1 seed) '
+                        'in the work dir: for the tests')
     args = parser.parse_args(argv)
+    if any(e < 2 for e in args.extra):
+        parser.error(f'--extra: every budget must be >= 2 (regularize, then '
+                     f'fine-tune), got {args.extra}')
+    if not 0 < args.reg_fraction < 1:
+        parser.error(f'--reg-fraction must be in (0, 1), got {args.reg_fraction}')
 
     from fsnet_mmdet.datasets.synthetic_voc import SyntheticVOCSpec, ensure_dataset
 
     start = time.time()
-    work = os.path.join(ROOT, 'work_dirs', 'bench_from_dense', f'iters{args.iters}')
-    docs = args.docs or os.path.join(ROOT, 'docs', 'accuracy',
-                                     f'from-dense-iters{args.iters}')
-    data_root = os.path.abspath(args.data_root)
-    ensure_dataset(data_root, SyntheticVOCSpec())
-    results = []
-    for i, seed in enumerate(args.seeds, 1):
-        print(f'[{i}/{len(args.seeds)}] seed {seed}', flush=True)
-        results.append(run_seed(seed, args.iters, work, data_root))
-    scratch = []
-    for seed in args.seeds:
-        path = os.path.join(ROOT, 'work_dirs', 'bench_accuracy',
-                            f'iters{args.iters}', FS, f'seed{seed}', 'result.json')
-        if os.path.exists(path):
-            scratch.append(json.load(open(path))['mAP'])
-
-    def cell(values):
-        return (f'{statistics.mean(values):.3f} ('
-                + ', '.join(f'{v:.3f}' for v in values) + ')')
-
-    rows = [(f'dense width 0.25, {args.iters} iterations', 'dense'),
-            ('FS K3 x 1 pred_interleave, converted by least squares', 'converted'),
-            (f'... then fine-tuned {args.iters} iterations', 'finetuned'),
-            ('... fine-tuned, WQ', 'finetuned_wq')]
-    lines = ['| model | mAP@0.5, mean (per seed) |', '|---|---|']
-    lines += [f'| {label} | {cell([r[key] for r in results])} |'
-              for label, key in rows]
-    if scratch:
-        lines.append(f'| FS K3 x 1 pred_interleave from scratch, {args.iters} '
-                     f'iterations (bench_accuracy) | {cell(scratch)} |')
+    spec = SyntheticVOCSpec()
+    if args.quick:
+        spec = SyntheticVOCSpec(num_trainval=8, num_test=4)
+        args.extra, args.seeds, args.teacher_iters = [4], [0], 4
+    work = os.path.abspath(args.work_dir or os.path.join(
+        ROOT, 'work_dirs', 'bench_from_dense' + ('_quick' if args.quick else '')))
+    docs = os.path.abspath(args.docs or (
+        os.path.join(work, 'docs') if args.quick
+        else os.path.join(ROOT, 'docs', 'accuracy', 'from-dense')))
+    data_root = os.path.abspath(os.path.join(work, 'data') if args.quick
+                                else args.data_root)
+    ensure_dataset(data_root, spec)
+    print(f'bench_from_dense: teacher {args.teacher_iters} iterations, then '
+          f'{len(args.extra) * len(args.seeds) * len(args.methods)} '
+          f'compression runs; work in {work}',
+          flush=True)
+    teach = teacher(work, data_root, args.teacher_iters)
+    print(f'teacher: mAP {teach["mAP"]:.3f}, projected without training '
+          f'{teach["converted"]:.3f} (BN re-estimated '
+          f'{teach["converted_bn"]:.3f})', flush=True)
+    # Seed-major: every path gets its first seed before any gets a second.
+    jobs = [(m, e, s) for s in args.seeds for e in args.extra
+            for m in args.methods]
+    runs, done_s, done_iters = [], 0.0, 0
+    for i, (method, extra, seed) in enumerate(jobs, 1):
+        left = sum(e for _, e, _ in jobs[i - 1:])
+        eta = (f', ETA {done_s / done_iters * left / 60:.0f} min'
+               if done_iters else '')
+        print(f'[{i}/{len(jobs)}] {method} extra {extra} seed {seed}{eta}',
+              flush=True)
+        t0 = time.time()
+        fresh = not os.path.exists(os.path.join(
+            work, f'{method}-extra{extra}', f'seed{seed}', 'result.json'))
+        r = fsreg(work, data_root, teach, method, extra, args.reg_fraction,
+                  seed)
+        if fresh:
+            done_s, done_iters = done_s + time.time() - t0, done_iters + extra
+        runs.append(r)
+        print(f'    residual {r["residual"]:.3f}; projected {r["projected"]:.3f}'
+              f' (BN {r["projected_bn"]:.3f}), fine-tuned {r["mAP"]:.3f}, WQ {r["mAP_wq"]:.3f}, '
+              f'{r["wall_s"] / 60:.1f} min', flush=True)
+    scratch = {} if args.quick else scratch_maps()
     command = 'python benchmarks/bench_from_dense.py ' + ' '.join(
         argv if argv is not None else sys.argv[1:])
-    text = ('\n'.join(lines) + f'\n\nCommand: `{command.strip()}`; seeds '
-            f'{args.seeds}; {sum(r["wall_s"] for r in results) / 60:.0f} min '
-            f'of wall time in all.\n')
+    text = report(teach, runs, scratch, command.strip())
     os.makedirs(docs, exist_ok=True)
     with open(os.path.join(docs, 'results.md'), 'w') as f:
         f.write(text)
-    with open(os.path.join(docs, 'results.json'), 'w') as f:
-        json.dump(dict(command=command.strip(), runs=results,
-                       scratch=scratch), f, indent=1)
+    write_json_atomic(os.path.join(docs, 'results.json'),
+                      dict(command=command.strip(), teacher=teach, runs=runs,
+                           scratch=scratch))
+    plot(teach, runs, scratch, os.path.join(docs, 'map_vs_iterations.png'))
     print('\n' + text + f'bench_from_dense: wall time '
-          f'{(time.time() - start) / 60:.1f} min')
+          f'{(time.time() - start) / 60:.1f} min; results in {docs}')
 
 
 if __name__ == '__main__':

@@ -2,25 +2,29 @@
 
 Importing this package registers every module it defines (``FSConv`` and
 ``FSLinear`` in MMEngine's root ``MODELS``; ``FSSSD300``, ``FSSSDHead``,
-``CheckedVOCDataset``, ``FiniteLossHook`` and ``DFSSearchHook`` in
-MMDetection's registries),
+``CheckedVOCDataset``, ``FiniteLossHook``, ``DFSSearchHook``,
+``FSRegularizationHook`` and ``FSDistillationHook`` in MMDetection's
+registries),
 applies the compatibility fixes of :mod:`fsnet_mmdet.compat` and lets a model
 config's ``fs_convert`` key convert any detector (:mod:`fsnet_mmdet.conversion`).
 """
 from .compat import apply_patches, load_checkpoint_file
 from .conversion import convert_to_fs, install_build_hook
 from .datasets import CheckedVOCDataset
+from .distillation import FSDistillationHook
 from .fsconv import FSConv, LayerParams, ModelParams, count_params, layer_params
 from .fslinear import FSLinear
 from .hooks import DFSSearchHook, FiniteLossHook
 from .models import FSSSD300, FSSSDHead
+from .regularization import FSRegularizationHook
 
 apply_patches()
 install_build_hook()
 
 __version__ = '0.1.0'
 __all__ = [
-    'CheckedVOCDataset', 'DFSSearchHook', 'FSConv', 'FSLinear', 'FSSSD300', 'FSSSDHead', 'FiniteLossHook',
+    'CheckedVOCDataset', 'DFSSearchHook', 'FSConv', 'FSDistillationHook',
+    'FSLinear', 'FSRegularizationHook', 'FSSSD300', 'FSSSDHead', 'FiniteLossHook',
     'LayerParams', 'ModelParams', 'convert_to_fs', 'count_params', 'layer_params',
     'load_checkpoint_file'
 ]

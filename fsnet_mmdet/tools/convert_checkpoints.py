@@ -61,14 +61,18 @@ def _run(main):
     return wrapped
 
 
-def _parse(argv: Optional[List[str]], description: str, config: str,
-           checkpoint: str, out: str) -> argparse.Namespace:
+def _parser(description: str, config: str, checkpoint: str,
+            out: str) -> argparse.ArgumentParser:
     """The three positional arguments every conversion tool takes."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('config', help=config)
     parser.add_argument('checkpoint', help=checkpoint)
     parser.add_argument('out', help=out)
-    return parser.parse_args(argv)
+    return parser
+
+
+def _parse(argv: Optional[List[str]], *args: str) -> argparse.Namespace:
+    return _parser(*args).parse_args(argv)
 
 
 def _fs_model(args: argparse.Namespace, what: str) -> Tuple[nn.Module, List[str]]:
@@ -121,10 +125,22 @@ def bake_main(argv: Optional[List[str]] = None) -> None:
           f'parameters; config: mmdet::pascal_voc/ssd300_voc0712.py')
 
 
+def _recalibrate(model: nn.Module, config: str, num_batches: int) -> int:
+    """Re-estimate the model's BatchNorm statistics on ``num_batches`` batches
+    of the config's train dataloader (its pipeline and batch size)."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from ..conversion.recalibration import recalibrate_batchnorm
+    loader = Runner.build_dataloader(Config.fromfile(config).train_dataloader,
+                                     seed=0)
+    return recalibrate_batchnorm(model, loader, num_batches)
+
+
 @_run
 def convert_main(argv: Optional[List[str]] = None) -> None:
-    args = _parse(
-        argv, 'Start an FS model from a trained dense checkpoint: every '
+    parser = _parser(
+        'Start an FS model from a trained dense checkpoint: every '
         'FSConv / FSLinear of the config\'s model gets the least-squares '
         'summary of the dense layer of the same name (each summary element '
         'the mean of the dense weights that map to it); prints how far each '
@@ -133,6 +149,15 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
         'config of the FS model',
         'dense checkpoint (same detector, dense convs / linear layers)',
         'FS checkpoint to write')
+    parser.add_argument(
+        '--recalibrate-bn', type=int, default=0, metavar='N',
+        help='after the projection, re-estimate every BatchNorm\'s running '
+        'statistics on N batches of the config\'s train_dataloader (forward '
+        'passes, no training); 0 (default): keep the dense model\'s')
+    args = parser.parse_args(argv)
+    if args.recalibrate_bn < 0:
+        parser.error(f'--recalibrate-bn must be >= 0 (batches), got '
+                     f'{args.recalibrate_bn}')
     model, _ = _fs_model(args, 'convert')
     dense_state, meta = read_checkpoint(args.checkpoint)
     try:
@@ -141,6 +166,9 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
         raise ValueError(f'{args.checkpoint}: {err}') from None
     check_state_dict(model, state, args.checkpoint)
     model.load_state_dict(state)
+    if args.recalibrate_bn:
+        used = _recalibrate(model, args.config, args.recalibrate_bn)
+        print(f'BatchNorm statistics re-estimated on {used} training batches')
     size = save_atomic({'meta': dict(plain_meta(meta),
                                      source=os.path.basename(args.checkpoint)),
                         'state_dict': model.state_dict()}, args.out)

@@ -1,0 +1,33 @@
+# Compress a trained dense detector into FS, step 1 of 2 (README "Compress a
+# trained detector"): fine-tune the trained dense model with its detection
+# loss plus lambda(t) * sum_l ||W_l - P_FS(W_l)||^2 / ||W_l||^2 over every
+# layer that is FS in the target config (FSRegularizationHook), lambda ramped
+# geometrically, so that projecting it onto the FS model afterwards loses
+# little. Step 2: configs/demo/fsnet_ssd300_demo_from_dense.py loads the
+# result into the FS model (the projection) and fine-tunes it as FS.
+#
+#   python tools/train.py configs/demo/ssd300_bn_demo.py          # or your model
+#   python tools/train.py configs/demo/fsreg_ssd300_demo.py \
+#       --cfg-options load_from=work_dirs/ssd300_bn_demo/iter_750.pth
+_base_ = './ssd300_bn_demo.py'
+
+# The trained dense model (its config is this file's base); checked strictly.
+load_from = 'work_dirs/ssd300_bn_demo/iter_750.pth'
+custom_hooks = [
+    dict(type='NumClassCheckHook'),
+    dict(type='FiniteLossHook'),
+    dict(type='FSRegularizationHook',
+         target='configs/demo/fsnet_ssd300_demo.py',
+         lam=(0.1, 100.0), ramp_iters=0.6, log_interval=25),
+]
+
+# Fine-tuning, not training: a short schedule at a third of the demo's lr.
+max_iters = 200
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters + 1)
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=10),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=10, end=max_iters,
+         eta_min=1e-4),
+]
+default_hooks = dict(checkpoint=dict(interval=max_iters))
