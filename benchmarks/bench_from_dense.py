@@ -12,7 +12,8 @@ On the demo's data and recipe, through the real tools:
    ``fsreg`` path, B iterations in all:
    a. ``configs/demo/fsreg_ssd300_demo.py``: round(``--reg-fraction`` x B)
       iterations of the teacher's fine-tuning with the structural
-      regularizer (``FSRegularizationHook``), tested (dense);
+      regularizer (``FSRegularizationHook``, options per method:
+      :data:`METHODS`), tested (dense);
    b. the projection (``tools/convert.py``), tested: the mAP right after it;
       again with BatchNorm re-estimated on 25 training batches
       (``--recalibrate-bn``), tested;
@@ -29,6 +30,7 @@ Finished runs are skipped (each writes ``result.json``). Writes, under
     python benchmarks/bench_from_dense.py --quick       # tiny, for the tests
 """
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -40,7 +42,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from fsnet_mmdet.tools.pipeline import (last_checkpoint, map_of,  # noqa: E402
-                                        run_tool, write_json_atomic)
+                                        run_tool, seconds_per_iteration,
+                                        write_json_atomic)
 
 DEMO = os.path.join(ROOT, 'configs', 'demo')
 TEACHER_CONFIG = os.path.join(DEMO, 'ssd300_bn_demo.py')
@@ -55,11 +58,45 @@ SCRATCH = [('docs/accuracy/h100/results.json', 750),
 SCRATCH_VARIANT = 'fs-k3x1-interleave'
 #: Training batches (of 8 images) that re-estimate BatchNorm after a projection.
 BN_BATCHES = 25
-#: The paths measured: structural regularization -> projection -> FS
-#: fine-tuning, without and with channel-wise distillation from the teacher.
-METHODS = {'fsreg': 'regularized, projected, fine-tuned as FS',
-           'fsreg-kd': 'the same, distilling the teacher (CWD) in both stages'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One compression path.
+
+    Attributes:
+        label: what it does, for the table.
+        reg: FSRegularizationHook options over the config's for the
+            regularization stage, or None for no such stage (the teacher is
+            projected at once and all the extra iterations fine-tune FS).
+        reconstruct: fit the projected FS convs to the dense model's outputs
+            (``tools/convert.py --reconstruct``) before re-estimating BN.
+        kd: distil the teacher (CWD on the neck outputs) in every stage.
+    """
+
+    label: str
+    reg: Optional[dict] = None
+    reconstruct: bool = False
+    kd: bool = False
+
+
+_SHRINK = dict(lam=None, shrink=(1e-3, 0.1))
+METHODS = {
+    'fsreg': Method('structural regularization in the loss (lam 0.1 -> 100), '
+                    'projected, fine-tuned as FS', dict(lam=(0.1, 100.0),
+                                                        shrink=None)),
+    'fsshrink': Method('decoupled shrinking towards the projection (rate '
+                       '1e-3 -> 0.1), projected, fine-tuned as FS', _SHRINK),
+    'fsshrink-kd': Method('fsshrink, distilling the teacher (CWD)', _SHRINK,
+                          kd=True),
+    'recon': Method('projected, output reconstruction on 4 training batches, '
+                    'fine-tuned as FS', reconstruct=True),
+    'recon-kd': Method('recon, distilling the teacher (CWD) while fine-tuning',
+                       reconstruct=True, kd=True),
+}
 KD_WEIGHT = 3.0
+#: Training batches the output reconstruction fits on.
+RECON_BATCHES = 4
 
 
 def config(path: str, base: str, data_root: str, seed: int, iters: int,
@@ -127,6 +164,7 @@ def teacher(work: str, data_root: str, iters: int) -> dict:
     if os.path.exists(path):
         return json.load(open(path))
     start, steps = time.time(), Steps(run, 'bench_from_dense teacher')
+    train_dir = os.path.join(run, 'train')
     cfg = config(os.path.join(run, 'dense.py'), TEACHER_CONFIG, data_root, 0,
                  iters)
     ckpt = steps.train(cfg, 'train')
@@ -134,6 +172,7 @@ def teacher(work: str, data_root: str, iters: int) -> dict:
     converted = os.path.join(run, 'converted.pth')
     steps.tool('tools/convert.py', fs_cfg, ckpt, converted)
     result = dict(checkpoint=ckpt, config=cfg, iters=iters,
+                  s_iter=seconds_per_iteration(train_dir),
                   mAP=steps.test(cfg, ckpt, 'test'),
                   converted=steps.test(fs_cfg, converted, 'test_converted'))
     steps.tool('tools/convert.py', fs_cfg, ckpt, converted, '--recalibrate-bn',
@@ -145,50 +184,63 @@ def teacher(work: str, data_root: str, iters: int) -> dict:
     return result
 
 
-def with_teacher(base: str, teacher_cfg: str, teacher_ckpt: str) -> str:
-    """Config text: ``base``'s custom hooks plus the distillation hook."""
+def hooks_text(base: str, reg: Optional[dict], teacher: Optional[dict]) -> str:
+    """Config text: ``base``'s custom hooks with the FSRegularizationHook
+    options ``reg`` and, given the teacher, the distillation hook added."""
     from mmengine.config import Config
 
     hooks = Config.fromfile(base).to_dict().get('custom_hooks', [])
-    hooks.append(dict(type='FSDistillationHook', teacher_config=teacher_cfg,
-                      teacher_checkpoint=teacher_ckpt, weight=KD_WEIGHT))
+    for hook in hooks:
+        if hook['type'] == 'FSRegularizationHook' and reg:
+            hook.update(reg)
+    if teacher:
+        hooks.append(dict(type='FSDistillationHook',
+                          teacher_config=teacher['config'],
+                          teacher_checkpoint=teacher['checkpoint'],
+                          weight=KD_WEIGHT))
     return f'custom_hooks = {hooks!r}\n'
 
 
 def fsreg(work: str, data_root: str, teach: dict, method: str, extra: int,
           reg_fraction: float, seed: int) -> dict:
-    """The regularize -> project -> fine-tune path with ``extra`` iterations
-    (``method`` 'fsreg-kd': distilling the teacher in both stages)."""
+    """The regularize -> project -> fine-tune path ``method`` (a key of
+    :data:`METHODS`) with ``extra`` iterations in all."""
     run = os.path.join(work, f'{method}-extra{extra}', f'seed{seed}')
     path = os.path.join(run, 'result.json')
     if os.path.exists(path):
         return json.load(open(path))
     start = time.time()
     steps = Steps(run, f'bench_from_dense {method} extra {extra} seed {seed}')
-    reg_iters = max(1, min(extra - 1, round(reg_fraction * extra)))
+    m = METHODS[method]
+    distil = teach if m.kd else None
+    reg_iters = max(2, min(extra - 2, round(reg_fraction * extra))) if (
+        m.reg is not None) else 0
     tune_iters = extra - reg_iters
-    teacher_ckpt = teach['checkpoint']
-    kd = (lambda base: with_teacher(base, teach['config'], teacher_ckpt)) if (
-        method == 'fsreg-kd') else (lambda base: '')
-    reg_cfg = config(os.path.join(run, 'reg.py'), REG_CONFIG, data_root, seed,
-                     reg_iters, f'load_from = {teacher_ckpt!r}\n' + kd(REG_CONFIG))
-    reg_ckpt = steps.train(reg_cfg, 'reg')
+    result = dict(method=method, seed=seed, extra=extra, reg_iters=reg_iters,
+                  tune_iters=tune_iters, residual=None, regularized=None)
+    source = teach['checkpoint']
+    if m.reg is not None:
+        reg_cfg = config(os.path.join(run, 'reg.py'), REG_CONFIG, data_root,
+                         seed, reg_iters, f'load_from = {source!r}\n'
+                         + hooks_text(REG_CONFIG, m.reg, distil))
+        source = steps.train(reg_cfg, 'reg')
+        residuals = json.load(open(os.path.join(run, 'reg',
+                                                'fs_residuals.json')))
+        result.update(residual=residuals['final']['total'],
+                      regularized=steps.test(reg_cfg, source, 'test_reg'))
     fs_cfg = config(os.path.join(run, 'fs.py'), FS_CONFIG, data_root, seed, 2)
     projected = os.path.join(run, 'projected.pth')
-    steps.tool('tools/convert.py', fs_cfg, reg_ckpt, projected)
-    residuals = json.load(open(os.path.join(run, 'reg', 'fs_residuals.json')))
-    result = dict(method=method, seed=seed, extra=extra, reg_iters=reg_iters,
-                  tune_iters=tune_iters,
-                  residual=residuals['history'][-1]['total'],
-                  regularized=steps.test(reg_cfg, reg_ckpt, 'test_reg'),
-                  projected=steps.test(fs_cfg, projected, 'test_projected'))
-    # The fine-tuning starts from the projection with re-estimated BN.
-    steps.tool('tools/convert.py', fs_cfg, reg_ckpt, projected,
-               '--recalibrate-bn', str(BN_BATCHES))
+    steps.tool('tools/convert.py', fs_cfg, source, projected)
+    result['projected'] = steps.test(fs_cfg, projected, 'test_projected')
+    # The fine-tuning starts from the projection (reconstructed, for the
+    # methods that do) with re-estimated BN.
+    steps.tool('tools/convert.py', fs_cfg, source, projected,
+               '--recalibrate-bn', str(BN_BATCHES),
+               *(['--reconstruct', str(RECON_BATCHES)] if m.reconstruct else []))
     result['projected_bn'] = steps.test(fs_cfg, projected, 'test_projected_bn')
     tune_cfg = config(os.path.join(run, 'tune.py'), FINETUNE_CONFIG, data_root,
                       seed, tune_iters, f'load_from = {projected!r}\n'
-                      + kd(FINETUNE_CONFIG))
+                      + (hooks_text(FINETUNE_CONFIG, None, distil) if m.kd else ''))
     tuned = steps.train(tune_cfg, 'tune')
     wq_cfg = config(os.path.join(run, 'wq.py'), WQ_CONFIG, data_root, seed, 2)
     wq = os.path.join(run, 'weights_wq.pth')
@@ -196,8 +248,8 @@ def fsreg(work: str, data_root: str, teach: dict, method: str, extra: int,
     result.update(mAP=steps.test(tune_cfg, tuned, 'test'),
                   mAP_wq=steps.test(wq_cfg, wq, 'test_wq'),
                   bytes_wq=os.path.getsize(wq))
-    for p in (reg_ckpt, projected, tuned, wq):  # keep results, not weights
-        os.remove(p)
+    for p in {source, projected, tuned, wq} - {teach['checkpoint']}:
+        os.remove(p)  # keep results, not weights
     result['wall_s'] = time.time() - start
     write_json_atomic(path, result)
     return result
@@ -230,7 +282,7 @@ def report(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
     lines = ['| model | total iterations | residual | mAP after projection '
              '| mAP | WQ | wall min / run |', '|---|---|---|---|---|---|---|',
              f'| teacher: dense width 0.25 | {t} | | | {teach["mAP"]:.3f} | | '
-             f'{teach["wall_s"] / 60:.0f} |',
+             f'{teach["s_iter"] * t / 60:.0f} (training) |',
              f'| teacher projected by least squares (no training) | {t} | | '
              f'{teach["converted"]:.3f} | | | |',
              f'| ... with BatchNorm re-estimated ({BN_BATCHES} batches, no '
@@ -240,8 +292,11 @@ def report(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
         lines.append(
             f'| {method}: {rs[0]["reg_iters"]} regularized + '
             f'{rs[0]["tune_iters"]} FS iterations | {t} + {extra} | '
-            f'{statistics.mean(r["residual"] for r in rs):.3f} | '
-            f'{cell([r["projected"] for r in rs])}; BN re-estimated '
+            + (f'{statistics.mean(r["residual"] for r in rs):.3f}'
+               if rs[0]['residual'] is not None else '-') + ' | '
+            f'{cell([r["projected"] for r in rs])}; '
+            + ('reconstructed + ' if METHODS[method].reconstruct else '')
+            + f'BN re-estimated '
             f'{cell([r["projected_bn"] for r in rs])} | '
             f'{cell([r["mAP"] for r in rs])} | '
             f'{cell([r["mAP_wq"] for r in rs])} | '
@@ -251,7 +306,7 @@ def report(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
                      f'{cell(maps)} | | |')
     return ('\n'.join(lines) + f'\n\nCommand: `{command}`. Teacher: seed 0; '
             f'each path\'s row: mean +- std over seeds (per seed); '
-            + '; '.join(f'{m}: {d}' for m, d in METHODS.items())
+            + '; '.join(f'{m}: {d.label}' for m, d in METHODS.items())
             + f'. Residual: '
             f'sqrt(sum ||W - P(W)||^2 / sum ||W||^2) over the FS layers at the '
             f'end of regularization. FS from scratch at 750 iterations: the '
@@ -301,9 +356,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--extra', nargs='+', type=int, default=[250, 750],
                         help='iterations after the teacher\'s, per path')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-    parser.add_argument('--methods', nargs='+', default=['fsreg'],
+    parser.add_argument('--methods', nargs='+', default=['fsshrink'],
                         choices=sorted(METHODS),
-                        help='; '.join(f'{m}: {d}' for m, d in METHODS.items()))
+                        help='; '.join(f'{m}: {d.label}' for m, d in METHODS.items()))
     parser.add_argument('--teacher-iters', type=int, default=750)
     parser.add_argument('--reg-fraction', type=float, default=0.8,
                         help='share of the extra iterations spent regularizing '
@@ -316,9 +371,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='tiny scale (8 images, a few iterations, 1 seed) '
                         'in the work dir: for the tests')
     args = parser.parse_args(argv)
-    if any(e < 2 for e in args.extra):
-        parser.error(f'--extra: every budget must be >= 2 (regularize, then '
-                     f'fine-tune), got {args.extra}')
+    if any(e < 4 for e in args.extra):
+        parser.error(f'--extra: every budget must be >= 4 (at least 2 '
+                     f'iterations to regularize, then 2 to fine-tune), got '
+                     f'{args.extra}')
     if not 0 < args.reg_fraction < 1:
         parser.error(f'--reg-fraction must be in (0, 1), got {args.reg_fraction}')
 
@@ -328,7 +384,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     spec = SyntheticVOCSpec()
     if args.quick:
         spec = SyntheticVOCSpec(num_trainval=8, num_test=4)
-        args.extra, args.seeds, args.teacher_iters = [4], [0], 4
+        args.extra, args.seeds, args.teacher_iters = [6], [0], 4
     work = os.path.abspath(args.work_dir or os.path.join(
         ROOT, 'work_dirs', 'bench_from_dense' + ('_quick' if args.quick else '')))
     docs = os.path.abspath(args.docs or (
@@ -363,7 +419,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         if fresh:
             done_s, done_iters = done_s + time.time() - t0, done_iters + extra
         runs.append(r)
-        print(f'    residual {r["residual"]:.3f}; projected {r["projected"]:.3f}'
+        residual = '-' if r['residual'] is None else f'{r["residual"]:.3f}'
+        print(f'    residual {residual}; projected {r["projected"]:.3f}'
               f' (BN {r["projected_bn"]:.3f}), fine-tuned {r["mAP"]:.3f}, WQ {r["mAP_wq"]:.3f}, '
               f'{r["wall_s"] / 60:.1f} min', flush=True)
     scratch = {} if args.quick else scratch_maps()

@@ -39,6 +39,26 @@ from .functional import project_filters
 from .summary_layer import SummaryWeightMixin
 
 
+@torch.no_grad()
+def shrink_towards_fs(weight: Tensor, index: Tensor, numel: int,
+                      rate: float) -> None:
+    """Move a dense weight in place a fraction of the way to its projection.
+
+    ``W <- W - rate * (W - P_FS(W))``: the proximal step of
+    ``rate / (2 (1 - rate)) * ||W - P_FS(W)||^2`` (for a step of 1), applied
+    after the optimizer's step, decoupled from its gradient scaling as
+    AdamW decouples weight decay; ``rate=1`` is the projection itself.
+
+    Args:
+        weight: dense weight W, any shape matching ``index``.
+        index: the flat summary element each weight element reads.
+        numel: number of summary elements.
+        rate: fraction in [0, 1].
+    """
+    projected = project_filters(weight, index, numel)[index.long()]
+    weight.sub_(rate * (weight - projected))
+
+
 def projection_residual(weight: Tensor, index: Tensor, numel: int) -> Tuple[Tensor, Tensor]:
     """Squared distance of a dense weight from the FS subspace, and its norm.
 
@@ -69,15 +89,17 @@ class StructuralRegularizer:
 
     Attributes:
         layers: {module name: (index, numel)} of the regularized layers.
-        lam: the current weight lambda of the term.
+        lam: the current weight lambda of the term; None: the term is not
+            added to the loss (the residuals are still measured, for the log).
         residuals: {module name: ||W - P(W)|| / ||W||} at the last loss call.
     """
 
-    def __init__(self, layers: Dict[str, Tuple[Tensor, int]], lam: float = 0.0) -> None:
+    def __init__(self, layers: Dict[str, Tuple[Tensor, int]],
+                 lam: Optional[float] = 0.0) -> None:
         if not layers:
             raise ValueError('StructuralRegularizer: no layer to regularize')
         self.layers = layers
-        self.lam = float(lam)
+        self.lam = lam
         self.residuals: Dict[str, float] = {}
 
     def loss(self, model: nn.Module) -> Tuple[Tensor, Tensor]:
@@ -103,11 +125,20 @@ class StructuralRegularizer:
         if not (module.training and kwargs.get('mode') == 'loss'
                 and isinstance(output, dict)):
             return output
-        term, total = self.loss(module)
         output = dict(output)
+        if self.lam is None:
+            with torch.no_grad():
+                _, output['fs_residual'] = self.loss(module)
+            return output
+        term, output['fs_residual'] = self.loss(module)
         output['loss_fs_reg'] = term * self.lam
-        output['fs_residual'] = total
         return output
+
+    def shrink(self, model: nn.Module, rate: float) -> None:
+        """:func:`shrink_towards_fs` on every regularized layer."""
+        for name, (index, numel) in self.layers.items():
+            weight = model.get_submodule(name).weight
+            shrink_towards_fs(weight.data, index.to(weight.device), numel, rate)
 
 
 def fs_target_layers(target: nn.Module, dense: nn.Module,
@@ -183,27 +214,52 @@ def _iters(name: str, value: Union[int, float], max_iters: int) -> int:
 
 
 def lambda_at(it: int, lam: Tuple[float, float], ramp_iters: int) -> float:
-    """lambda(t): geometric ramp from ``lam[0]`` to ``lam[1]`` over
-    ``ramp_iters`` iterations, then held at ``lam[1]``."""
+    """A ramped value at iteration ``it``: geometric from ``lam[0]`` to
+    ``lam[1]`` over ``ramp_iters`` iterations, then held at ``lam[1]``."""
     start, end = lam
     if ramp_iters == 0 or it >= ramp_iters:
         return end
     return start * (end / start) ** (it / ramp_iters)
 
 
+def _pair(name: str, value, high: float = math.inf) -> Optional[Tuple[float, float]]:
+    """A (start, end) pair of numbers in (0, high], or None."""
+    if value is None:
+        return None
+    if (isinstance(value, (str, bytes)) or not hasattr(value, '__len__')
+            or len(value) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool)
+                and 0 < v <= high and v < math.inf for v in value)):
+        limit = 'positive finite numbers' if high == math.inf else (
+            f'numbers in (0, {high:g}]')
+        raise ValueError(f'FSRegularizationHook: {name} must be (start, end), '
+                         f'two {limit}, or None; got {value!r}')
+    return float(value[0]), float(value[1])
+
+
 @HOOKS.register_module()
 class FSRegularizationHook(Hook):
     """Fine-tune a trained dense detector towards the FS structure.
 
-    Adds ``lambda(t) * sum_l ||W_l - P_FS(W_l)||^2 / ||W_l||^2`` to the loss
-    (logged as ``loss_fs_reg``) over every layer that is FS in ``target``,
-    the config of the FS model the trained one will be projected into. Logs
-    the total relative residual (``fs_residual``) and lambda every logged
-    iteration, the per-layer residuals (worst first) every ``log_interval``
-    iterations, and writes them all to ``fs_residuals.json`` in the work dir
-    when training ends. The checkpoint stays a dense one: load it into the
-    target (``load_from`` in the FS config, or ``tools/convert.py``) to
-    project it.
+    Over every layer that is FS in ``target`` (the config of the FS model the
+    trained one will be projected into), two ways, alone or together:
+
+    * ``lam``: adds ``lambda(t) * sum_l ||W_l - P_FS(W_l)||^2 / ||W_l||^2``
+      to the loss (logged as ``loss_fs_reg``; Structured Convolutions'
+      structural regularization);
+    * ``shrink``: after every optimizer step, moves each weight a fraction
+      ``rate(t)`` of the way to its projection
+      (:func:`shrink_towards_fs`): the same penalty as a proximal step,
+      decoupled from Adam's per-parameter scaling as AdamW decouples weight
+      decay, so the residual falls at a known rate whatever the gradients.
+
+    Both values ramp geometrically from start to end over ``ramp_iters``,
+    then stay. Logs the total relative residual (``fs_residual``) every
+    logged iteration, the per-layer residuals (worst first) every
+    ``log_interval`` iterations, and writes them all to
+    ``fs_residuals.json`` in the work dir when training ends. The checkpoint
+    stays a dense one: load it into the target (``load_from`` in the FS
+    config, or ``tools/convert.py``) to project it.
 
     Before the first iteration it checks that ``load_from`` (the trained
     model) fits the model exactly: a checkpoint with missing, unexpected or
@@ -212,9 +268,9 @@ class FSRegularizationHook(Hook):
     Args:
         target: path of the FS model's config (its ``model`` is built), or
             the model dict itself.
-        lam: (start, end) weights of the term, both > 0; lambda grows
-            geometrically from start to end over ``ramp_iters``, then stays.
-        ramp_iters: length of the ramp: an int number of iterations or a
+        lam: (start, end) weights of the loss term, both > 0, or None.
+        shrink: (start, end) shrink rates in (0, 1], or None.
+        ramp_iters: length of the ramps: an int number of iterations or a
             float in [0, 1], that fraction of ``max_iters``; it must end by
             the end of training.
         include: module-name patterns restricting the regularized layers
@@ -225,7 +281,8 @@ class FSRegularizationHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self, target: Union[str, dict],
-                 lam: Sequence[float] = (0.1, 10.0),
+                 lam: Optional[Sequence[float]] = (0.1, 10.0),
+                 shrink: Optional[Sequence[float]] = None,
                  ramp_iters: Union[int, float] = 0.5,
                  include: Optional[Sequence[str]] = None,
                  log_interval: int = 50) -> None:
@@ -236,18 +293,17 @@ class FSRegularizationHook(Hook):
         if isinstance(target, str) and not os.path.isfile(target):
             raise ValueError(f'FSRegularizationHook: target config {target!r} '
                              f'does not exist')
-        if (isinstance(lam, (str, bytes)) or len(lam) != 2 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool)
-                and 0 < v < math.inf for v in lam)):
-            raise ValueError(f'FSRegularizationHook: lam must be (start, end), '
-                             f'two positive finite numbers, got {lam!r}')
+        self.lam = _pair('lam', lam)
+        self.shrink = _pair('shrink', shrink, high=1.0)
+        if self.lam is None and self.shrink is None:
+            raise ValueError('FSRegularizationHook: give lam (a loss term), '
+                             'shrink (a step after each update) or both')
         _iters('ramp_iters', ramp_iters, 1)
         if isinstance(log_interval, bool) or not isinstance(
                 log_interval, int) or log_interval < 1:
             raise ValueError(f'FSRegularizationHook: log_interval must be an '
                              f'int >= 1, got {log_interval!r}')
         self.target = target
-        self.lam = (float(lam[0]), float(lam[1]))
         self.ramp_iters = ramp_iters
         self.include = include
         self.log_interval = log_interval
@@ -261,55 +317,74 @@ class FSRegularizationHook(Hook):
                if isinstance(self.target, str) else self.target)
         return MODELS.build(cfg)
 
+    @staticmethod
+    def _model(runner) -> nn.Module:
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
     def before_train(self, runner) -> None:
         ramp = _iters('ramp_iters', self.ramp_iters, runner.max_iters)
         if ramp > runner.max_iters:
-            raise ValueError(f'FSRegularizationHook: the lambda ramp '
+            raise ValueError(f'FSRegularizationHook: the ramp '
                              f'(ramp_iters={self.ramp_iters!r}) lasts {ramp} '
                              f'iterations, past the end of training '
                              f'(max_iters={runner.max_iters})')
         self.ramp = ramp
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = self._model(runner)
         check_loaded(runner, model)
         layers = fs_target_layers(self._target_model(), model, self.include)
-        self.regularizer = StructuralRegularizer(layers)
+        self.regularizer = StructuralRegularizer(layers, lam=None)
         self._handle = model.register_forward_hook(
             self.regularizer, with_kwargs=True)
         with torch.no_grad():
             _, total = self.regularizer.loss(model)
+        ramps = '; '.join(f'{name} {v[0]:g} -> {v[1]:g}' for name, v in (
+            ('lambda', self.lam), ('shrink rate', self.shrink)) if v)
         runner.logger.info(
             f'FSRegularizationHook: {len(layers)} layers regularized towards '
             f'{self.target if isinstance(self.target, str) else "the target"}; '
-            f'relative residual at start {float(total):.4f}; lambda '
-            f'{self.lam[0]:g} -> {self.lam[1]:g} over {ramp} iterations')
+            f'relative residual at start {float(total):.4f}; {ramps} over '
+            f'{ramp} iterations')
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        lam = lambda_at(runner.iter, self.lam, self.ramp)
-        self.regularizer.lam = lam
-        runner.message_hub.update_scalar('train/fs_reg_lambda', lam)
+        if self.lam is not None:
+            lam = lambda_at(runner.iter, self.lam, self.ramp)
+            self.regularizer.lam = lam
+            runner.message_hub.update_scalar('train/fs_reg_lambda', lam)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
+        rate = None
+        if self.shrink is not None:
+            rate = lambda_at(runner.iter, self.shrink, self.ramp)
+            self.regularizer.shrink(self._model(runner), rate)
+            runner.message_hub.update_scalar('train/fs_shrink_rate', rate)
         it = runner.iter + 1
         if it % self.log_interval and it != runner.max_iters:
             return
         residuals = self.regularizer.residuals
         total = outputs.get('fs_residual') if outputs else None
         self.history.append(dict(
-            iter=it, lam=self.regularizer.lam, layers=dict(residuals),
-            total=None if total is None else float(total)))
+            iter=it, lam=self.regularizer.lam, shrink=rate,
+            layers=dict(residuals), total=None if total is None else float(total)))
         worst = sorted(residuals.items(), key=lambda kv: -kv[1])
         runner.logger.info(
-            f'FS residual, iteration {it}: total {self.history[-1]["total"]}; '
-            f'worst ' + ', '.join(f'{n} {r:.4f}' for n, r in worst[:5]))
+            f'FS residual before the update of iteration {it}: total '
+            f'{self.history[-1]["total"]}; worst '
+            + ', '.join(f'{n} {r:.4f}' for n, r in worst[:5]))
 
     def after_train(self, runner) -> None:
         from .tools.pipeline import write_json_atomic
         self._handle.remove()
+        with torch.no_grad():
+            _, total = self.regularizer.loss(self._model(runner))
+        final = dict(self.regularizer.residuals)
+        runner.logger.info(f'FSRegularizationHook: relative residual at the '
+                           f'end {float(total):.4f}')
         if is_main_process():
             write_json_atomic(os.path.join(runner.work_dir, 'fs_residuals.json'),
                               dict(target=self.target if isinstance(
                                   self.target, str) else None,
+                                   final=dict(total=float(total), layers=final),
                                    history=self.history))
 
 

@@ -9,10 +9,11 @@ from torch import nn
 
 from conftest import ROOT, run_tool
 from fsnet_mmdet import FSConv, FSLinear
+from fsnet_mmdet.functional import project_filters
 from fsnet_mmdet.regularization import (FSRegularizationHook,
                                         StructuralRegularizer, check_loaded,
                                         fs_target_layers, lambda_at,
-                                        projection_residual)
+                                        projection_residual, shrink_towards_fs)
 
 TESTS = ROOT / 'tests' / 'configs'
 
@@ -124,6 +125,23 @@ def test_minimizing_the_term_makes_the_projection_lossless():
     torch.testing.assert_close(fs(x), dense(x), atol=1e-3, rtol=1e-3)
 
 
+def test_shrinking_scales_the_residual_by_one_minus_the_rate():
+    layer = FSConv(8, 16, 3, interleave=4)
+    numel = layer.summary.numel()
+    weight = torch.randn(layer.index.shape, dtype=torch.float64)
+    before = projection_residual(weight, layer.index, numel)[0].item()
+    projected = weight.clone()
+    shrink_towards_fs(projected, layer.index, numel, 1.0)
+    expected = project_filters(weight, layer.index, numel)[layer.index]
+    torch.testing.assert_close(projected, expected)
+    shrink_towards_fs(weight, layer.index, numel, 0.25)
+    after = projection_residual(weight, layer.index, numel)[0].item()
+    assert after == pytest.approx(0.75 ** 2 * before, rel=1e-9)
+    # The projection of the shrunk weight is unchanged (P is idempotent).
+    torch.testing.assert_close(
+        project_filters(weight, layer.index, numel)[layer.index], expected)
+
+
 def test_target_layers_errors_name_the_problem():
     dense, fs = pair()
     with pytest.raises(ValueError, match=r"include pattern 'head\.\*' matches no "
@@ -152,6 +170,9 @@ def test_lambda_ramps_geometrically_then_holds():
     (dict(lam=(1.0, )), r'lam must be \(start, end\)'),
     (dict(lam=(0.0, 1.0)), r'lam must be \(start, end\), two positive'),
     (dict(lam=(1.0, float('inf'))), 'two positive finite'),
+    (dict(shrink=(0.1, 1.5)), r'shrink must be \(start, end\), two numbers in '
+     r'\(0, 1\]'),
+    (dict(lam=None), 'give lam .*, shrink .* or both'),
     (dict(ramp_iters=-1), 'ramp_iters must be an int >= 0 or a float in'),
     (dict(ramp_iters=1.5), 'ramp_iters must be'),
     (dict(log_interval=0), 'log_interval must be an int >= 1'),
@@ -168,7 +189,7 @@ def test_a_ramp_past_the_end_of_training_is_refused_before_training():
     hook = FSRegularizationHook(target=str(TESTS / 'fsnet_ssd300_tiny.py'),
                                 ramp_iters=20)
     runner = types.SimpleNamespace(max_iters=10)
-    with pytest.raises(ValueError, match=r'lambda ramp \(ramp_iters=20\) lasts '
+    with pytest.raises(ValueError, match=r'the ramp \(ramp_iters=20\) lasts '
                        r'20 iterations, past the end of training \(max_iters=10\)'):
         hook.before_train(runner)
 
@@ -206,6 +227,11 @@ def test_tools_train_regularize_convert_test_quantize(tmp_path):
     history = json.loads((reg / 'fs_residuals.json').read_text())['history']
     assert [h['iter'] for h in history] == [1, 2]
     assert [h['lam'] for h in history] == [1.0, 10.0]
+    assert [h['shrink'] for h in history] == [0.5, 0.5]
+    final = json.loads((reg / 'fs_residuals.json').read_text())['final']
+    # Two shrinks by half after the first iteration's residual (plus two
+    # small optimizer steps): about a quarter of it.
+    assert 0.15 < final['total'] / history[0]['total'] < 0.35
     assert len(history[-1]['layers']) == 35
     assert all(0 < r < 1 for r in history[-1]['layers'].values())
     projected = tmp_path / 'fs.pth'

@@ -1,9 +1,11 @@
 # Compress a trained dense detector into FS, step 1 of 2 (README "Compress a
 # trained detector"): fine-tune the trained dense model with its detection
-# loss plus lambda(t) * sum_l ||W_l - P_FS(W_l)||^2 / ||W_l||^2 over every
-# layer that is FS in the target config (FSRegularizationHook), lambda ramped
-# geometrically, so that projecting it onto the FS model afterwards loses
-# little. Step 2: configs/demo/fsnet_ssd300_demo_from_dense.py loads the
+# loss while every layer that is FS in the target config is pulled towards
+# its FS projection P_FS(W) (FSRegularizationHook): after each optimizer step
+# W <- W - rate(t) * (W - P_FS(W)), rate ramped geometrically (the decoupled,
+# proximal form of the penalty ||W - P_FS(W)||^2 / ||W||^2; `lam` would add
+# the penalty to the loss instead), so that projecting it onto the FS model
+# afterwards loses little. Step 2: configs/demo/fsnet_ssd300_demo_from_dense.py loads the
 # result into the FS model (the projection) and fine-tunes it as FS.
 #
 #   python tools/train.py configs/demo/ssd300_bn_demo.py          # or your model
@@ -18,7 +20,7 @@ custom_hooks = [
     dict(type='FiniteLossHook'),
     dict(type='FSRegularizationHook',
          target='configs/demo/fsnet_ssd300_demo.py',
-         lam=(0.1, 100.0), ramp_iters=0.6, log_interval=25),
+         lam=None, shrink=(1e-3, 0.1), ramp_iters=0.6, log_interval=25),
 ]
 
 # Fine-tuning, not training: a short schedule at a third of the demo's lr.

@@ -125,16 +125,36 @@ def bake_main(argv: Optional[List[str]] = None) -> None:
           f'parameters; config: mmdet::pascal_voc/ssd300_voc0712.py')
 
 
-def _recalibrate(model: nn.Module, config: str, num_batches: int) -> int:
-    """Re-estimate the model's BatchNorm statistics on ``num_batches`` batches
-    of the config's train dataloader (its pipeline and batch size)."""
+def _train_batches(config: str):
+    """The config's train dataloader (its pipeline and batch size), seeded."""
     from mmengine.config import Config
     from mmengine.runner import Runner
+    return Runner.build_dataloader(Config.fromfile(config).train_dataloader,
+                                   seed=0)
 
+
+def _recalibrate(model: nn.Module, config: str, num_batches: int) -> int:
+    """Re-estimate the model's BatchNorm statistics on ``num_batches`` batches
+    of the config's train dataloader."""
     from ..conversion.recalibration import recalibrate_batchnorm
-    loader = Runner.build_dataloader(Config.fromfile(config).train_dataloader,
-                                     seed=0)
-    return recalibrate_batchnorm(model, loader, num_batches)
+    return recalibrate_batchnorm(model, _train_batches(config), num_batches)
+
+
+def _reconstruct(model: nn.Module, config: str, dense_state: dict,
+                 num_batches: int) -> None:
+    """Fit the model's FS convs to the dense model's outputs on
+    ``num_batches`` training batches; prints each layer's output error."""
+    import itertools
+
+    from ..conversion.reconstruction import dense_twin, reconstruct
+    twin = dense_twin(model, dense_state)
+    batches = list(itertools.islice(_train_batches(config), num_batches))
+    report = reconstruct(model, twin, batches)
+    width = max(len(name) for name, _, _ in report)
+    print(f'{"layer":<{width}}  output error ||Y_fs - Y|| / ||Y||: '
+          f'projected -> reconstructed')
+    for name, before, after in report:
+        print(f'{name:<{width}}  {before:.4f} -> {after:.4f}')
 
 
 @_run
@@ -154,10 +174,17 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
         help='after the projection, re-estimate every BatchNorm\'s running '
         'statistics on N batches of the config\'s train_dataloader (forward '
         'passes, no training); 0 (default): keep the dense model\'s')
+    parser.add_argument(
+        '--reconstruct', type=int, default=0, metavar='N',
+        help='after the projection, fit every FSConv\'s summary, layer by '
+        'layer, so that its outputs match the dense layer\'s on N batches of '
+        'the config\'s train_dataloader (output reconstruction; no '
+        'training); 0 (default): the projection only')
     args = parser.parse_args(argv)
-    if args.recalibrate_bn < 0:
-        parser.error(f'--recalibrate-bn must be >= 0 (batches), got '
-                     f'{args.recalibrate_bn}')
+    for option in ('recalibrate_bn', 'reconstruct'):
+        if getattr(args, option) < 0:
+            parser.error(f'--{option.replace("_", "-")} must be >= 0 '
+                         f'(batches), got {getattr(args, option)}')
     model, _ = _fs_model(args, 'convert')
     dense_state, meta = read_checkpoint(args.checkpoint)
     try:
@@ -166,6 +193,8 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
         raise ValueError(f'{args.checkpoint}: {err}') from None
     check_state_dict(model, state, args.checkpoint)
     model.load_state_dict(state)
+    if args.reconstruct:
+        _reconstruct(model, args.config, dense_state, args.reconstruct)
     if args.recalibrate_bn:
         used = _recalibrate(model, args.config, args.recalibrate_bn)
         print(f'BatchNorm statistics re-estimated on {used} training batches')
