@@ -202,7 +202,8 @@ def hooks_text(base: str, reg: Optional[dict], teacher: Optional[dict]) -> str:
 
 
 def fsreg(work: str, data_root: str, teach: dict, method: str, extra: int,
-          reg_fraction: float, seed: int) -> dict:
+          reg_fraction: float, seed: int,
+          recon_batches: int = RECON_BATCHES) -> dict:
     """The regularize -> project -> fine-tune path ``method`` (a key of
     :data:`METHODS`) with ``extra`` iterations in all."""
     run = os.path.join(work, f'{method}-extra{extra}', f'seed{seed}')
@@ -236,7 +237,7 @@ def fsreg(work: str, data_root: str, teach: dict, method: str, extra: int,
     # methods that do) with re-estimated BN.
     steps.tool('tools/convert.py', fs_cfg, source, projected,
                '--recalibrate-bn', str(BN_BATCHES),
-               *(['--reconstruct', str(RECON_BATCHES)] if m.reconstruct else []))
+               *(['--reconstruct', str(recon_batches)] if m.reconstruct else []))
     result['projected_bn'] = steps.test(fs_cfg, projected, 'test_projected_bn')
     tune_cfg = config(os.path.join(run, 'tune.py'), FINETUNE_CONFIG, data_root,
                       seed, tune_iters, f'load_from = {projected!r}\n'
@@ -367,6 +368,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--work-dir', default=None)
     parser.add_argument('--docs', default=None,
                         help='default: docs/accuracy/from-dense')
+    parser.add_argument('--report-only', action='store_true',
+                        help='train nothing: write the table of the runs '
+                        'finished so far')
     parser.add_argument('--quick', action='store_true',
                         help='tiny scale (8 images, a few iterations, 1 seed) '
                         'in the work dir: for the tests')
@@ -414,8 +418,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         t0 = time.time()
         fresh = not os.path.exists(os.path.join(
             work, f'{method}-extra{extra}', f'seed{seed}', 'result.json'))
+        if fresh and args.report_only:
+            continue
         r = fsreg(work, data_root, teach, method, extra, args.reg_fraction,
-                  seed)
+                  seed, 1 if args.quick else RECON_BATCHES)
         if fresh:
             done_s, done_iters = done_s + time.time() - t0, done_iters + extra
         runs.append(r)
@@ -424,8 +430,11 @@ def main(argv: Optional[List[str]] = None) -> None:
               f' (BN {r["projected_bn"]:.3f}), fine-tuned {r["mAP"]:.3f}, WQ {r["mAP_wq"]:.3f}, '
               f'{r["wall_s"] / 60:.1f} min', flush=True)
     scratch = {} if args.quick else scratch_maps()
+    # The command that makes (or resumes) these runs; --report-only only
+    # rewrites the table from the finished ones.
     command = 'python benchmarks/bench_from_dense.py ' + ' '.join(
-        argv if argv is not None else sys.argv[1:])
+        a for a in (argv if argv is not None else sys.argv[1:])
+        if a != '--report-only')
     text = report(teach, runs, scratch, command.strip())
     os.makedirs(docs, exist_ok=True)
     with open(os.path.join(docs, 'results.md'), 'w') as f:

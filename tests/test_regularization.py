@@ -254,3 +254,21 @@ def test_tools_train_regularize_convert_test_quantize(tmp_path):
     assert result.returncode != 0
     assert 'does not fit the model being regularized' in result.stderr
     assert not list((tmp_path / 'bad').glob('*.pth'))
+
+
+def test_demo_configs_pair_up():
+    """configs/demo: the dense model regularized towards the FS demo model
+    has a dense twin for every FS layer; the hook and both configs check."""
+    from mmdet.registry import HOOKS
+    from conftest import build_detector, load_config
+    from fsnet_mmdet.validate import check_config
+
+    demo = ROOT / 'configs' / 'demo'
+    for name in ('ssd300_bn_demo.py', 'fsreg_ssd300_demo.py',
+                 'fsnet_ssd300_demo_from_dense.py'):
+        check_config(load_config(demo / name), name, training=True)
+    cfg = load_config(demo / 'fsreg_ssd300_demo.py')
+    spec = next(h for h in cfg.custom_hooks if h['type'] == 'FSRegularizationHook')
+    hook = HOOKS.build(dict(spec, target=str(ROOT / spec['target'])))
+    layers = fs_target_layers(hook._target_model(), build_detector(cfg))
+    assert len(layers) == 35

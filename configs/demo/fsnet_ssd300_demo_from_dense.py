@@ -1,15 +1,19 @@
-# Compress a trained dense detector into FS, step 2 of 2 (README "Compress a
-# trained detector"): the FS demo model starts from the structurally
-# regularized dense checkpoint of configs/demo/fsreg_ssd300_demo.py (loading a
-# dense weight into an FS layer projects it by least squares) and fine-tunes
-# as FS.
+# FS from a trained dense detector, the fine-tuning step (README "Compress a
+# trained detector"): the FS demo model starts from a checkpoint made from the
+# trained dense model, and fine-tunes as FS at a third of the demo's lr.
+# The recommended start (best measured; docs/accuracy/from-dense):
 #
-#   python tools/train.py configs/demo/fsnet_ssd300_demo_from_dense.py \
-#       --cfg-options load_from=work_dirs/fsreg_ssd300_demo/iter_200.pth
+#   python tools/convert.py configs/demo/fsnet_ssd300_demo.py \
+#       work_dirs/ssd300_bn_demo/iter_750.pth work_dirs/fs_init.pth \
+#       --reconstruct 4 --recalibrate-bn 25
+#   python tools/train.py configs/demo/fsnet_ssd300_demo_from_dense.py
+#
+# or the structurally regularized dense model of
+# configs/demo/fsreg_ssd300_demo.py, converted the same way.
 _base_ = './fsnet_ssd300_demo.py'
 
-load_from = 'work_dirs/fsreg_ssd300_demo/iter_200.pth'
-max_iters = 50
+load_from = 'work_dirs/fs_init.pth'
+max_iters = 250
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters + 1)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [

@@ -5,8 +5,10 @@
 # W <- W - rate(t) * (W - P_FS(W)), rate ramped geometrically (the decoupled,
 # proximal form of the penalty ||W - P_FS(W)||^2 / ||W||^2; `lam` would add
 # the penalty to the loss instead), so that projecting it onto the FS model
-# afterwards loses little. Step 2: configs/demo/fsnet_ssd300_demo_from_dense.py loads the
-# result into the FS model (the projection) and fine-tunes it as FS.
+# afterwards loses little. Step 2: project it (tools/convert.py) and fine-tune
+# it as FS (configs/demo/fsnet_ssd300_demo_from_dense.py). Measured at demo
+# scale, output reconstruction of the trained model does better
+# (docs/accuracy/from-dense).
 #
 #   python tools/train.py configs/demo/ssd300_bn_demo.py          # or your model
 #   python tools/train.py configs/demo/fsreg_ssd300_demo.py \

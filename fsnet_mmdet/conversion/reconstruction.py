@@ -59,8 +59,12 @@ def _scatter(weight: Tensor, index: Tensor, numel: int) -> Tensor:
 
 
 def fit_summary(gram: Tensor, cross: Tensor, index: Tensor, init: Tensor,
-                ridge: float = 1e-3, iters: int = 200, tol: float = 1e-6) -> Tensor:
+                ridge: float = 1e-3, iters: int = 100, tol: float = 1e-4) -> Tensor:
     """The summary minimizing ``||X s[index]^T - Y||^2 + r ||s - init||^2``.
+
+    Conjugate gradients on the normal equations, preconditioned by the
+    diagonal of ``A^T (I_K x G) A`` (each summary element's sum of the
+    ``G_dd`` of the weight elements that read it; Jacobi).
 
     Args:
         gram: (D, D) ``X^T X`` of the layer's input patches (D = C S1 S2).
@@ -71,10 +75,11 @@ def fit_summary(gram: Tensor, cross: Tensor, index: Tensor, init: Tensor,
             problem well posed where the calibration data leave a direction
             undetermined).
         iters: at most this many conjugate-gradient iterations.
-        tol: stop when the residual norm falls below ``tol`` times its start.
+        tol: stop when the preconditioned residual norm falls below ``tol``
+            times its start.
 
     Returns:
-        The flat (numel,) summary, float64 solved, in ``init``'s dtype.
+        The flat (numel,) summary, solved in float64, in ``init``'s dtype.
     """
     g, b = gram.double(), cross.double()
     s0 = init.double()
@@ -84,22 +89,26 @@ def fit_summary(gram: Tensor, cross: Tensor, index: Tensor, init: Tensor,
     def hess(v: Tensor) -> Tensor:
         return _scatter(v[index] @ g, index, numel) + r * v
 
+    diag = _scatter(g.diagonal().expand(index.shape[0], -1), index, numel) + r
+    inv_diag = 1.0 / diag.clamp(min=1e-30)
     rhs = _scatter(b, index, numel) + r * s0
     s = s0.clone()
     res = rhs - hess(s)
-    p = res.clone()
-    rr = res.dot(res)
-    stop = tol ** 2 * float(rr)
+    z = inv_diag * res
+    p = z.clone()
+    rz = res.dot(z)
+    stop = tol ** 2 * float(rz)
     for _ in range(iters):
-        if float(rr) <= stop or float(rr) == 0.0:
+        if float(rz) <= stop or float(rz) == 0.0:
             break
         hp = hess(p)
-        alpha = rr / p.dot(hp)
+        alpha = rz / p.dot(hp)
         s += alpha * p
         res -= alpha * hp
-        rr_new = res.dot(res)
-        p = res + (rr_new / rr) * p
-        rr = rr_new
+        z = inv_diag * res
+        rz_new = res.dot(z)
+        p = z + (rz_new / rz) * p
+        rz = rz_new
     return s.to(init.dtype)
 
 
