@@ -320,7 +320,7 @@ def plot(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     t = teach['iters']
     ax.plot([t], [teach['mAP']], 'ks', label='teacher (dense width 0.25)')
     ax.plot([t], [teach['converted']], 'kx',
@@ -346,7 +346,7 @@ def plot(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
     ax.set_ylabel('VOC mAP@0.5 (demo data)')
     ax.set_title('FS K3 x 1 from a trained dense SSD300-BN (demo scale)')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
