@@ -22,7 +22,6 @@ projected into, ramps lambda and logs the residuals.
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import os
@@ -35,8 +34,15 @@ from mmengine.model import is_model_wrapper
 from mmdet.registry import HOOKS
 from torch import Tensor, nn
 
+from .conversion.modules import _matches
 from .functional import project_filters
 from .summary_layer import SummaryWeightMixin
+
+
+def fs_projection(weight: Tensor, index: Tensor, numel: int) -> Tensor:
+    """``P_FS(W)``: every weight replaced by the mean of the weights that
+    share its summary element (:func:`project_filters`, re-extracted)."""
+    return project_filters(weight, index, numel)[index.long()]
 
 
 @torch.no_grad()
@@ -55,8 +61,7 @@ def shrink_towards_fs(weight: Tensor, index: Tensor, numel: int,
         numel: number of summary elements.
         rate: fraction in [0, 1].
     """
-    projected = project_filters(weight, index, numel)[index.long()]
-    weight.sub_(rate * (weight - projected))
+    weight.sub_(rate * (weight - fs_projection(weight, index, numel)))
 
 
 def projection_residual(weight: Tensor, index: Tensor, numel: int) -> Tuple[Tensor, Tensor]:
@@ -75,8 +80,8 @@ def projection_residual(weight: Tensor, index: Tensor, numel: int) -> Tuple[Tens
         projection onto the weights an FS layer can express, Eq. 2's fixed
         point), so the gradient of the first is ``2 (W - P_FS(W))``.
     """
-    projected = project_filters(weight, index, numel)[index.long()]
-    return (weight - projected).pow(2).sum(), weight.pow(2).sum()
+    return ((weight - fs_projection(weight, index, numel)).pow(2).sum(),
+            weight.pow(2).sum())
 
 
 class StructuralRegularizer:
@@ -116,10 +121,10 @@ class StructuralRegularizer:
             terms.append(error / norm)
             errors.append(error.detach())
             norms.append(norm.detach())
-        self.residuals = {name: math.sqrt(float(t)) for name, t in
-                          zip(self.layers, torch.stack(terms).detach())}
+        terms = torch.stack(terms)
+        self.residuals = dict(zip(self.layers, terms.detach().sqrt().tolist()))
         total = (torch.stack(errors).sum() / torch.stack(norms).sum()).sqrt()
-        return torch.stack(terms).sum(), total
+        return terms.sum(), total
 
     def __call__(self, module: nn.Module, args, kwargs, output):
         if not (module.training and kwargs.get('mode') == 'loss'
@@ -170,13 +175,12 @@ def fs_target_layers(target: nn.Module, dense: nn.Module,
     if include is not None:
         patterns = [include] if isinstance(include, str) else list(include)
         for pattern in patterns:
-            if not any(fnmatch.fnmatchcase(n, pattern) for n in fs):
+            if not any(_matches(n, [pattern]) for n in fs):
                 raise ValueError(
                     f'FSRegularizationHook: include pattern {pattern!r} matches '
                     f'no FS layer of the target; its FS layers are named like '
                     f'{sorted(fs)[:3]}')
-        fs = {n: m for n, m in fs.items()
-              if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+        fs = {n: m for n, m in fs.items() if _matches(n, patterns)}
     dense_modules = dict(dense.named_modules())
     layers = {}
     for name, layer in fs.items():

@@ -197,7 +197,6 @@ def reconstruct(fs_model: nn.Module, dense_model: nn.Module,
     for name, layer in layers:
         twin = dense[name]
         k = layer.out_channels
-        gram, cross, sum_x, sum_y, count = 0, 0, 0, 0, 0
         xs, ys = [], []
         for d in data:
             x = _capture(fs_model, layer, d, 'input')
