@@ -257,13 +257,18 @@ def test_tools_train_regularize_convert_test_quantize(tmp_path):
     assert not list((tmp_path / 'bad').glob('*.pth'))
 
 
-def test_demo_configs_pair_up():
+def test_demo_configs_pair_up(tmp_path, monkeypatch):
     """configs/demo: the dense model regularized towards the FS demo model
     has a dense twin for every FS layer; the hook and both configs check."""
     from mmdet.registry import HOOKS
-    from conftest import build_detector, load_config
+    from conftest import VOC_ROOT, build_detector, load_config
     from fsnet_mmdet.validate import check_config
 
+    # The demo's generated data is not in a fresh clone: its relative
+    # data_root resolves to the shipped VOC files instead.
+    (tmp_path / 'data' / 'demo').mkdir(parents=True)
+    (tmp_path / 'data' / 'demo' / 'VOCdevkit').symlink_to(VOC_ROOT)
+    monkeypatch.chdir(tmp_path)
     demo = ROOT / 'configs' / 'demo'
     for name in ('ssd300_bn_demo.py', 'fsreg_ssd300_demo.py',
                  'fsnet_ssd300_demo_from_dense.py'):
