@@ -1,13 +1,14 @@
 """FSNet filter-summary convolutions for MMDetection.
 
-Importing this package registers every module it defines (``FSConv`` and
-``FSLinear`` in MMEngine's root ``MODELS``; ``FSSSD300``, ``FSSSDHead``,
-``CheckedVOCDataset``, ``FiniteLossHook``, ``DFSSearchHook``,
+Importing this package registers every module it defines (``FSConv``,
+``FSLinear`` and ``BSFConv`` in MMEngine's root ``MODELS``; ``FSSSD300``,
+``FSSSDHead``, ``CheckedVOCDataset``, ``FiniteLossHook``, ``DFSSearchHook``,
 ``FSRegularizationHook`` and ``FSDistillationHook`` in MMDetection's
 registries),
 applies the compatibility fixes of :mod:`fsnet_mmdet.compat` and lets a model
 config's ``fs_convert`` key convert any detector (:mod:`fsnet_mmdet.conversion`).
 """
+from .bsfconv import BSFConv
 from .compat import apply_patches, load_checkpoint_file
 from .conversion import convert_to_fs, install_build_hook
 from .datasets import CheckedVOCDataset
@@ -23,8 +24,8 @@ install_build_hook()
 
 __version__ = '0.1.0'
 __all__ = [
-    'CheckedVOCDataset', 'DFSSearchHook', 'FSConv', 'FSDistillationHook',
-    'FSLinear', 'FSRegularizationHook', 'FSSSD300', 'FSSSDHead', 'FiniteLossHook',
-    'LayerParams', 'ModelParams', 'convert_to_fs', 'count_params', 'layer_params',
-    'load_checkpoint_file'
+    'BSFConv', 'CheckedVOCDataset', 'DFSSearchHook', 'FSConv',
+    'FSDistillationHook', 'FSLinear', 'FSRegularizationHook', 'FSSSD300',
+    'FSSSDHead', 'FiniteLossHook', 'LayerParams', 'ModelParams',
+    'convert_to_fs', 'count_params', 'layer_params', 'load_checkpoint_file'
 ]

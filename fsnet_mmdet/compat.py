@@ -136,6 +136,7 @@ def _unreadable(filename: str, err: BaseException) -> RuntimeError:
 def _register_checkpoint_loader() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
+    from . import bsfconv, int8
     from .quantization import decompress, is_compressed
 
     @CheckpointLoader.register_scheme(prefixes='', force=True)
@@ -143,6 +144,10 @@ def _register_checkpoint_loader() -> None:
         checkpoint = load_checkpoint_file(filename, map_location)
         if is_compressed(checkpoint):
             checkpoint = decompress(checkpoint, filename)
+        elif int8.is_int8_checkpoint(checkpoint):
+            checkpoint = int8.decompress(checkpoint, filename)
+        elif bsfconv.is_bsf_checkpoint(checkpoint):
+            checkpoint = bsfconv.decompress_bsf(checkpoint, filename)
         return checkpoint
 
 
@@ -275,7 +280,8 @@ def apply_patches() -> None:
     from mmengine.utils import digit_version
     import mmengine
 
-    # Also reads compressed (WQ) checkpoints, so it is registered on any version.
+    # Also reads compressed (WQ, int8, BSF) checkpoints, so it is registered
+    # on any version.
     _register_checkpoint_loader()
     if digit_version(mmengine.__version__) <= digit_version('0.10.7'):
         _patch_cpu_distributed()

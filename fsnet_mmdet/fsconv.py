@@ -230,6 +230,9 @@ class ModelParams(ParamCounts):
 def layer_params(name: str, layer: nn.Module) -> LayerParams:
     """Parameter count of one conv (``nn.Conv2d``, :class:`FSConv`) or linear layer.
 
+    A layer with a ``stored_params()`` method (e.g.
+    :class:`~fsnet_mmdet.bsfconv.BSFConv`) reports its own stored count.
+
     A summary layer (:class:`FSConv`, :class:`~fsnet_mmdet.fslinear.FSLinear`)
     stores its summary and bias (and, with DFSNet, its location logits while
     searching or its int8 location table after: :func:`location_params`); its
@@ -246,6 +249,8 @@ def layer_params(name: str, layer: nn.Module) -> LayerParams:
         return LayerParams(dense, layer.summary.numel() + bias + logits +
                            location_params(layer), layer.summary.numel(),
                            name=name)
+    if hasattr(layer, 'stored_params'):  # a layer that counts its own (BSFConv)
+        return LayerParams(dense, layer.stored_params(), 0, name=name)
     return LayerParams(dense, dense, 0, name=name)
 
 

@@ -51,9 +51,12 @@ class ConversionReport:
     kept_dense: List[Tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
-        convs = sum(t == 'FSConv' for _, t in self.converted)
+        convs = sum(t != 'FSLinear' for _, t in self.converted)
+        kinds = {t for _, t in self.converted} - {'FSConv', 'FSLinear'}
+        kinds = '/'.join(sorted(kinds)) or 'FS'  # e.g. BSFConv
         lines = [f'fs_convert: {convs} conv and {len(self.converted) - convs} '
-                 f'linear layers made FS; {len(self.kept_dense)} kept as they were']
+                 f'linear layers made {kinds}; {len(self.kept_dense)} kept as '
+                 f'they were']
         lines += [f'  kept: {name} ({why})' for name, why in self.kept_dense]
         return '\n'.join(lines)
 
@@ -71,16 +74,34 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _conv_type(name) -> type:
+    """The conv class of a ``type`` option: a registered ``nn.Conv2d``
+    subclass with a ``weight`` that initializers write (FSConv, BSFConv)."""
+    from mmengine.registry import MODELS
+    cls = MODELS.get(name) if isinstance(name, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Conv2d)
+            and cls is not nn.Conv2d):
+        raise ValueError(f"conv type must name a registered nn.Conv2d "
+                         f"subclass, e.g. 'FSConv' (default) or 'BSFConv'; "
+                         f"got {name!r}")
+    return cls
+
+
 def _replacement(layer: nn.Module, options: dict) -> nn.Module:
     """The FS layer of the same shape, carrying the dense layer's current
     weights as an initializer would (the first weight read by each summary
-    element: the same distribution), and its bias."""
+    element: the same distribution), and its bias. A conv ``type`` option
+    other than FSConv (e.g. ``'BSFConv'``) builds that class instead, whose
+    ``weight`` takes the dense weight its own way."""
     factory = dict(device=layer.weight.device, dtype=layer.weight.dtype)
     if isinstance(layer, nn.Conv2d):
-        fs = FSConv(layer.in_channels, layer.out_channels, layer.kernel_size,
-                    layer.stride, layer.padding, layer.dilation, 1,
-                    layer.bias is not None, layer.padding_mode, **factory,
-                    **options)
+        options = dict(options)
+        conv_type = (_conv_type(options.pop('type')) if 'type' in options
+                     else FSConv)
+        fs = conv_type(layer.in_channels, layer.out_channels,
+                       layer.kernel_size, layer.stride, layer.padding,
+                       layer.dilation, 1, layer.bias is not None,
+                       layer.padding_mode, **factory, **options)
     else:
         fs = FSLinear(layer.in_features, layer.out_features,
                       layer.bias is not None, **factory, **options)
@@ -111,7 +132,9 @@ def convert_to_fs(model: nn.Module,
         model: the built model.
         include: module-name pattern(s) of the layers to convert.
         exclude: module-name pattern(s) to leave dense.
-        conv: FSConv options of every converted conv (default: FSConv's).
+        conv: FSConv options of every converted conv (default: FSConv's);
+            with ``type='BSFConv'`` (any registered ``nn.Conv2d`` subclass),
+            that layer and its options instead.
         linear: FSLinear options of every converted linear layer; None (the
             default) leaves linear layers dense.
         rules: per-pattern options, ``dict(pattern='bbox_head.*', k3=2)``;
