@@ -4,7 +4,8 @@ Importing this package registers every module it defines (``FSConv``,
 ``FSLinear`` and ``BSFConv`` in MMEngine's root ``MODELS``; ``FSSSD300``,
 ``FSSSDHead``, ``CheckedVOCDataset``, ``FiniteLossHook``, ``DFSSearchHook``,
 ``FSRegularizationHook`` and ``FSDistillationHook`` in MMDetection's
-registries),
+registries; ``KSEConv`` and the ``compression`` model key of
+:mod:`fsnet_mmdet.compression`),
 applies the compatibility fixes of :mod:`fsnet_mmdet.compat` and lets a model
 config's ``fs_convert`` key convert any detector (:mod:`fsnet_mmdet.conversion`).
 """
@@ -21,6 +22,8 @@ from .regularization import FSRegularizationHook
 
 apply_patches()
 install_build_hook()
+# KSEConv and the ``compression`` config key (KSE / LRF, tools/compress.py).
+from . import compression  # noqa: E402,F401
 
 __version__ = '0.1.0'
 __all__ = [

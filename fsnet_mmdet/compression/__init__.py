@@ -1,0 +1,23 @@
+"""Compressing a trained dense detector by other methods: KSE and LRF.
+
+* :mod:`.kse`: kernel sparsity and entropy (Li et al., CVPR 2019): per input
+  channel, its kernels clustered into fewer centroids; the ``KSEConv`` layer.
+* :mod:`.lrf`: linearly replaceable filters (Joo et al., AAAI 2021): channel
+  pruning with weights compensation, a physically smaller dense model.
+* :mod:`.structure`: the ``compression`` model-config key that rebuilds a
+  compressed model's layers from its config, and the parameter / FLOP counts.
+
+Importing this package registers ``KSEConv`` and installs the build hook;
+configs written by ``tools/compress.py`` import it (``custom_imports``).
+"""
+from .kse import KSEConv, kse_from_conv2d, kse_indicator
+from .lrf import lrf_prune_channels, ssd300_channel_groups
+from .structure import (COMPRESSION_KEY, apply_compression, install_build_hook,
+                        model_flops, stored_params)
+
+install_build_hook()
+
+__all__ = ['COMPRESSION_KEY', 'KSEConv', 'apply_compression',
+           'install_build_hook', 'kse_from_conv2d', 'kse_indicator',
+           'lrf_prune_channels', 'model_flops', 'ssd300_channel_groups',
+           'stored_params']
