@@ -20,5 +20,9 @@ setup(
         'numpy',
         'setuptools>=77.0.3,<81',
     ],
-    extras_require={'tests': ['pytest', 'hypothesis']},
+    extras_require={
+        'tests': ['pytest', 'hypothesis'],
+        # ONNX export (TorchScript exporter: no onnxscript) and onnxruntime.
+        'deploy': ['onnx==1.23.2', 'onnxruntime==1.32.0'],
+    },
 )

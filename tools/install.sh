@@ -77,7 +77,7 @@ fi
 "$PY" -c "import mmcv._ext" 2>/dev/null || die "mmcv is installed without its compiled ops (No module named 'mmcv._ext'). Delete $CACHE/mmcv-*.whl and rerun to rebuild it."
 
 step "mmengine, mmdet and fsnet-mmdet (editable)"
-pip_install --no-build-isolation -e "$ROOT[tests]"
+pip_install --no-build-isolation -e "$ROOT[tests,deploy]"
 
 echo "$HASH" > "$STAMP"
 step "done: $VENV"
