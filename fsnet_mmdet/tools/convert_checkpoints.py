@@ -157,6 +157,27 @@ def _reconstruct(model: nn.Module, config: str, dense_state: dict,
         print(f'{name:<{width}}  {before:.4f} -> {after:.4f}')
 
 
+def _permute(model: nn.Module, config: str, dense_state: dict,
+             steps: int) -> dict:
+    """The dense state dict with its channels reordered for the projection
+    (:func:`~fsnet_mmdet.conversion.permutation.permute_for_fs`, traced and
+    checked on one training batch); prints each channel space's result."""
+    from ..conversion.permutation import permute_for_fs
+    from ..conversion.reconstruction import dense_twin
+    twin = dense_twin(model, dense_state)
+    inputs = model.data_preprocessor(next(iter(_train_batches(config))),
+                                     training=False)['inputs']
+    report = permute_for_fs(twin, model, inputs, steps=steps)
+    width = max(len(space.producer) for space, _, _ in report)
+    print(f'{"channels of":<{width}}  kept by the projection '
+          f'(sum over its FS layers of 1 - ||W - P(W)||^2 / ||W||^2)')
+    for space, before, after in report:
+        print(f'{space.producer:<{width}}  ' + (
+            f'left alone: {space.blocked}' if space.blocked else
+            f'{before:.4f} -> {after:.4f}'))
+    return twin.state_dict()
+
+
 @_run
 def convert_main(argv: Optional[List[str]] = None) -> None:
     parser = _parser(
@@ -180,13 +201,22 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
         'layer, so that its outputs match the dense layer\'s on N batches of '
         'the config\'s train_dataloader (output reconstruction; no '
         'training); 0 (default): the projection only')
+    parser.add_argument(
+        '--permute', type=int, default=0, metavar='STEPS',
+        help='before the projection, reorder the dense model\'s channels '
+        '(a conv\'s outputs with its BatchNorm and the next convs\' inputs: '
+        'the function is unchanged, checked) so that the weights that will '
+        'share summary elements are similar; STEPS greedy swap steps per '
+        'channel space; 0 (default): keep the order')
     args = parser.parse_args(argv)
-    for option in ('recalibrate_bn', 'reconstruct'):
+    for option in ('recalibrate_bn', 'reconstruct', 'permute'):
         if getattr(args, option) < 0:
             parser.error(f'--{option.replace("_", "-")} must be >= 0 '
                          f'(batches), got {getattr(args, option)}')
     model, _ = _fs_model(args, 'convert')
     dense_state, meta = read_checkpoint(args.checkpoint)
+    if args.permute:
+        dense_state = _permute(model, args.config, dense_state, args.permute)
     try:
         state, report = project_state_dict(model, dense_state)
     except ValueError as err:
