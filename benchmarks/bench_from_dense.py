@@ -28,6 +28,11 @@ Finished runs are skipped (each writes ``result.json``). Writes, under
 
     python benchmarks/bench_from_dense.py --extra 250 750 --seeds 0 1 2
     python benchmarks/bench_from_dense.py --quick       # tiny, for the tests
+
+``--detector retinanet`` runs the same path on a second detector
+(``configs/demo/retinanet_r18_demo.py``: RetinaNet, ResNet-18 x 1/4, FPN 64;
+its FS twin made by ``fs_convert``), training its FS-from-scratch reference
+too (seed 0), into ``docs/accuracy/from-dense-retinanet``.
 """
 import argparse
 import dataclasses
@@ -46,11 +51,47 @@ from fsnet_mmdet.tools.pipeline import (last_checkpoint, map_of,  # noqa: E402
                                         write_json_atomic)
 
 DEMO = os.path.join(ROOT, 'configs', 'demo')
-TEACHER_CONFIG = os.path.join(DEMO, 'ssd300_bn_demo.py')
-REG_CONFIG = os.path.join(DEMO, 'fsreg_ssd300_demo.py')
-FS_CONFIG = os.path.join(DEMO, 'fsnet_ssd300_demo.py')
-FINETUNE_CONFIG = os.path.join(DEMO, 'fsnet_ssd300_demo_from_dense.py')
-WQ_CONFIG = os.path.join(DEMO, 'fsnet_ssd300_demo_wq.py')
+
+
+@dataclasses.dataclass(frozen=True)
+class Detector:
+    """The configs of one detector's from-dense path (``configs/demo``).
+
+    Attributes:
+        label: the teacher, for the table and the plot.
+        teacher: the dense config.
+        fs: its FS twin (what the teacher is projected into).
+        finetune: the FS fine-tuning config (``load_from`` the projection).
+        wq: the FS config with 8-bit summaries.
+        reg: the structural-regularization config, or None (the ``fsreg`` /
+            ``fsshrink`` methods are then refused).
+        scratch_results: read FS-from-scratch results from the committed
+            accuracy benchmark (:data:`SCRATCH`); else the FS config is
+            trained from scratch for the teacher's iterations, seed 0.
+    """
+
+    label: str
+    teacher: str
+    fs: str
+    finetune: str
+    wq: str
+    reg: Optional[str] = None
+    scratch_results: bool = False
+
+
+DETECTORS = {
+    'ssd300': Detector(
+        'dense SSD300-BN, width 0.25', *(os.path.join(DEMO, f) for f in (
+            'ssd300_bn_demo.py', 'fsnet_ssd300_demo.py',
+            'fsnet_ssd300_demo_from_dense.py', 'fsnet_ssd300_demo_wq.py',
+            'fsreg_ssd300_demo.py')), scratch_results=True),
+    'retinanet': Detector(
+        'dense RetinaNet, ResNet-18 x 1/4, FPN 64', *(
+            os.path.join(DEMO, f) for f in (
+                'retinanet_r18_demo.py', 'fsnet_retinanet_r18_demo.py',
+                'fsnet_retinanet_r18_demo_from_dense.py',
+                'fsnet_retinanet_r18_demo_wq.py'))),
+}
 #: FS K3 x 1 pred_interleave (the demo FS model) trained from scratch:
 #: (results file, iterations); read, not rerun.
 SCRATCH = [('docs/accuracy/h100/results.json', 750),
@@ -157,18 +198,20 @@ class Steps:
         return map_of(work)
 
 
-def teacher(work: str, data_root: str, iters: int) -> dict:
-    """Train and test the dense teacher once; its checkpoint stays in ``work``."""
+def teacher(det: Detector, work: str, data_root: str, iters: int) -> dict:
+    """Train and test the dense teacher once; its checkpoint stays in ``work``.
+    Without committed FS-from-scratch results, FS is also trained from
+    scratch as long (seed 0): ``result['scratch']``."""
     run = os.path.join(work, 'teacher')
     path = os.path.join(run, 'result.json')
     if os.path.exists(path):
         return json.load(open(path))
     start, steps = time.time(), Steps(run, 'bench_from_dense teacher')
     train_dir = os.path.join(run, 'train')
-    cfg = config(os.path.join(run, 'dense.py'), TEACHER_CONFIG, data_root, 0,
+    cfg = config(os.path.join(run, 'dense.py'), det.teacher, data_root, 0,
                  iters)
     ckpt = steps.train(cfg, 'train')
-    fs_cfg = config(os.path.join(run, 'fs.py'), FS_CONFIG, data_root, 0, iters)
+    fs_cfg = config(os.path.join(run, 'fs.py'), det.fs, data_root, 0, iters)
     converted = os.path.join(run, 'converted.pth')
     steps.tool('tools/convert.py', fs_cfg, ckpt, converted)
     result = dict(checkpoint=ckpt, config=cfg, iters=iters,
@@ -179,6 +222,10 @@ def teacher(work: str, data_root: str, iters: int) -> dict:
                str(BN_BATCHES))
     result['converted_bn'] = steps.test(fs_cfg, converted, 'test_converted_bn')
     os.remove(converted)
+    if not det.scratch_results:
+        scratch = steps.train(fs_cfg, 'scratch')
+        result['scratch'] = steps.test(fs_cfg, scratch, 'test_scratch')
+        os.remove(scratch)
     result['wall_s'] = time.time() - start
     write_json_atomic(path, result)
     return result
@@ -201,7 +248,8 @@ def hooks_text(base: str, reg: Optional[dict], teacher: Optional[dict]) -> str:
     return f'custom_hooks = {hooks!r}\n'
 
 
-def fsreg(work: str, data_root: str, teach: dict, method: str, extra: int,
+def fsreg(det: Detector, work: str, data_root: str, teach: dict, method: str,
+          extra: int,
           reg_fraction: float, seed: int,
           recon_batches: int = RECON_BATCHES) -> dict:
     """The regularize -> project -> fine-tune path ``method`` (a key of
@@ -221,15 +269,15 @@ def fsreg(work: str, data_root: str, teach: dict, method: str, extra: int,
                   tune_iters=tune_iters, residual=None, regularized=None)
     source = teach['checkpoint']
     if m.reg is not None:
-        reg_cfg = config(os.path.join(run, 'reg.py'), REG_CONFIG, data_root,
+        reg_cfg = config(os.path.join(run, 'reg.py'), det.reg, data_root,
                          seed, reg_iters, f'load_from = {source!r}\n'
-                         + hooks_text(REG_CONFIG, m.reg, distil))
+                         + hooks_text(det.reg, m.reg, distil))
         source = steps.train(reg_cfg, 'reg')
         residuals = json.load(open(os.path.join(run, 'reg',
                                                 'fs_residuals.json')))
         result.update(residual=residuals['final']['total'],
                       regularized=steps.test(reg_cfg, source, 'test_reg'))
-    fs_cfg = config(os.path.join(run, 'fs.py'), FS_CONFIG, data_root, seed, 2)
+    fs_cfg = config(os.path.join(run, 'fs.py'), det.fs, data_root, seed, 2)
     projected = os.path.join(run, 'projected.pth')
     steps.tool('tools/convert.py', fs_cfg, source, projected)
     result['projected'] = steps.test(fs_cfg, projected, 'test_projected')
@@ -239,11 +287,11 @@ def fsreg(work: str, data_root: str, teach: dict, method: str, extra: int,
                '--recalibrate-bn', str(BN_BATCHES),
                *(['--reconstruct', str(recon_batches)] if m.reconstruct else []))
     result['projected_bn'] = steps.test(fs_cfg, projected, 'test_projected_bn')
-    tune_cfg = config(os.path.join(run, 'tune.py'), FINETUNE_CONFIG, data_root,
+    tune_cfg = config(os.path.join(run, 'tune.py'), det.finetune, data_root,
                       seed, tune_iters, f'load_from = {projected!r}\n'
-                      + (hooks_text(FINETUNE_CONFIG, None, distil) if m.kd else ''))
+                      + (hooks_text(det.finetune, None, distil) if m.kd else ''))
     tuned = steps.train(tune_cfg, 'tune')
-    wq_cfg = config(os.path.join(run, 'wq.py'), WQ_CONFIG, data_root, seed, 2)
+    wq_cfg = config(os.path.join(run, 'wq.py'), det.wq, data_root, seed, 2)
     wq = os.path.join(run, 'weights_wq.pth')
     steps.tool('tools/quantize.py', tune_cfg, tuned, wq)
     result.update(mAP=steps.test(tune_cfg, tuned, 'test'),
@@ -277,12 +325,12 @@ def cell(values: List[float]) -> str:
             + ', '.join(f'{v:.3f}' for v in values) + ')')
 
 
-def report(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
-           command: str) -> str:
+def report(det: Detector, teach: dict, runs: List[dict],
+           scratch: Dict[int, List[float]], command: str) -> str:
     t = teach['iters']
     lines = ['| model | total iterations | residual | mAP after projection '
              '| mAP | WQ | wall min / run |', '|---|---|---|---|---|---|---|',
-             f'| teacher: dense width 0.25 | {t} | | | {teach["mAP"]:.3f} | | '
+             f'| teacher: {det.label} | {t} | | | {teach["mAP"]:.3f} | | '
              f'{teach["s_iter"] * t / 60:.0f} (training) |',
              f'| teacher projected by least squares (no training) | {t} | | '
              f'{teach["converted"]:.3f} | | | |',
@@ -303,26 +351,30 @@ def report(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
             f'{cell([r["mAP_wq"] for r in rs])} | '
             f'{statistics.mean(r["wall_s"] for r in rs) / 60:.0f} |')
     for iters, maps in sorted(scratch.items()):
-        lines.append(f'| FS from scratch (committed results) | {iters} | | | '
+        lines.append(f'| FS from scratch ('
+                     + ('committed results' if det.scratch_results else
+                        'seed 0, this benchmark') + f') | {iters} | | | '
                      f'{cell(maps)} | | |')
     return ('\n'.join(lines) + f'\n\nCommand: `{command}`. Teacher: seed 0; '
             f'each path\'s row: mean +- std over seeds (per seed); '
             + '; '.join(f'{m}: {d.label}' for m, d in METHODS.items())
             + f'. Residual: '
             f'sqrt(sum ||W - P(W)||^2 / sum ||W||^2) over the FS layers at the '
-            f'end of regularization. FS from scratch at 750 iterations: the '
-            f'H100 runs, at 1500: CPU runs (docs/accuracy).\n')
+            f'end of regularization.'
+            + (' FS from scratch at 750 iterations: the H100 runs, at 1500: '
+               'CPU runs (docs/accuracy).' if det.scratch_results else '')
+            + '\n')
 
 
-def plot(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
-         out: str) -> None:
+def plot(det: Detector, teach: dict, runs: List[dict],
+         scratch: Dict[int, List[float]], out: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     t = teach['iters']
-    ax.plot([t], [teach['mAP']], 'ks', label='teacher (dense width 0.25)')
+    ax.plot([t], [teach['mAP']], 'ks', label=f'teacher ({det.label})')
     ax.plot([t], [teach['converted']], 'kx',
             label='teacher projected, no training')
     if scratch:
@@ -344,7 +396,7 @@ def plot(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
                         fmt=fmt, capsize=3, label=f'{method}, {label}')
     ax.set_xlabel('training iterations in all (batch 8)')
     ax.set_ylabel('VOC mAP@0.5 (demo data)')
-    ax.set_title('FS K3 x 1 from a trained dense SSD300-BN (demo scale)')
+    ax.set_title(f'FS K3 x 1 from a trained {det.label} (demo scale)')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
@@ -354,6 +406,9 @@ def plot(teach: dict, runs: List[dict], scratch: Dict[int, List[float]],
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--detector', default='ssd300', choices=sorted(DETECTORS),
+                        help='ssd300: configs/demo/ssd300_bn_demo.py; '
+                        'retinanet: configs/demo/retinanet_r18_demo.py')
     parser.add_argument('--extra', nargs='+', type=int, default=[250, 750],
                         help='iterations after the teacher\'s, per path')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
@@ -381,6 +436,13 @@ def main(argv: Optional[List[str]] = None) -> None:
                      f'{args.extra}')
     if not 0 < args.reg_fraction < 1:
         parser.error(f'--reg-fraction must be in (0, 1), got {args.reg_fraction}')
+    det = DETECTORS[args.detector]
+    needs_reg = [m for m in args.methods if METHODS[m].reg is not None]
+    if needs_reg and det.reg is None:
+        parser.error(f'--methods {" ".join(needs_reg)}: no structural-'
+                     f'regularization config for --detector {args.detector}; '
+                     f'allowed: recon, recon-kd')
+    suffix = '' if args.detector == 'ssd300' else f'-{args.detector}'
 
     from fsnet_mmdet.datasets.synthetic_voc import SyntheticVOCSpec, ensure_dataset
 
@@ -390,10 +452,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         spec = SyntheticVOCSpec(num_trainval=8, num_test=4)
         args.extra, args.seeds, args.teacher_iters = [6], [0], 4
     work = os.path.abspath(args.work_dir or os.path.join(
-        ROOT, 'work_dirs', 'bench_from_dense' + ('_quick' if args.quick else '')))
+        ROOT, 'work_dirs', 'bench_from_dense' + suffix.replace('-', '_')
+        + ('_quick' if args.quick else '')))
     docs = os.path.abspath(args.docs or (
         os.path.join(work, 'docs') if args.quick
-        else os.path.join(ROOT, 'docs', 'accuracy', 'from-dense')))
+        else os.path.join(ROOT, 'docs', 'accuracy', 'from-dense' + suffix)))
     data_root = os.path.abspath(os.path.join(work, 'data') if args.quick
                                 else args.data_root)
     ensure_dataset(data_root, spec)
@@ -401,7 +464,7 @@ def main(argv: Optional[List[str]] = None) -> None:
           f'{len(args.extra) * len(args.seeds) * len(args.methods)} '
           f'compression runs; work in {work}',
           flush=True)
-    teach = teacher(work, data_root, args.teacher_iters)
+    teach = teacher(det, work, data_root, args.teacher_iters)
     print(f'teacher: mAP {teach["mAP"]:.3f}, projected without training '
           f'{teach["converted"]:.3f} (BN re-estimated '
           f'{teach["converted_bn"]:.3f})', flush=True)
@@ -420,7 +483,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             work, f'{method}-extra{extra}', f'seed{seed}', 'result.json'))
         if fresh and args.report_only:
             continue
-        r = fsreg(work, data_root, teach, method, extra, args.reg_fraction,
+        r = fsreg(det, work, data_root, teach, method, extra, args.reg_fraction,
                   seed, 1 if args.quick else RECON_BATCHES)
         if fresh:
             done_s, done_iters = done_s + time.time() - t0, done_iters + extra
@@ -429,20 +492,21 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f'    residual {residual}; projected {r["projected"]:.3f}'
               f' (BN {r["projected_bn"]:.3f}), fine-tuned {r["mAP"]:.3f}, WQ {r["mAP_wq"]:.3f}, '
               f'{r["wall_s"] / 60:.1f} min', flush=True)
-    scratch = {} if args.quick else scratch_maps()
+    scratch = ({} if args.quick else scratch_maps()) if det.scratch_results else (
+        {teach['iters']: [teach['scratch']]})
     # The command that makes (or resumes) these runs; --report-only only
     # rewrites the table from the finished ones.
     command = 'python benchmarks/bench_from_dense.py ' + ' '.join(
         a for a in (argv if argv is not None else sys.argv[1:])
         if a != '--report-only')
-    text = report(teach, runs, scratch, command.strip())
+    text = report(det, teach, runs, scratch, command.strip())
     os.makedirs(docs, exist_ok=True)
     with open(os.path.join(docs, 'results.md'), 'w') as f:
         f.write(text)
     write_json_atomic(os.path.join(docs, 'results.json'),
                       dict(command=command.strip(), teacher=teach, runs=runs,
                            scratch=scratch))
-    plot(teach, runs, scratch, os.path.join(docs, 'map_vs_iterations.png'))
+    plot(det, teach, runs, scratch, os.path.join(docs, 'map_vs_iterations.png'))
     print('\n' + text + f'bench_from_dense: wall time '
           f'{(time.time() - start) / 60:.1f} min; results in {docs}')
 

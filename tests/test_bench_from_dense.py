@@ -42,3 +42,45 @@ def test_quick_from_dense_benchmark_runs_every_step_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert (work / 'docs' / 'results.md').read_text().split('\n\nCommand')[0] \
         == table.split('\n\nCommand')[0]
+
+
+def test_retinanet_path_refuses_the_methods_it_has_no_config_for(tmp_path):
+    result = run_tool('benchmarks/bench_from_dense.py', '--detector', 'retinanet',
+                      '--methods', 'recon', 'fsshrink', '--work-dir', tmp_path)
+    assert result.returncode == 2
+    assert ('--methods fsshrink: no structural-regularization config for '
+            '--detector retinanet; allowed: recon, recon-kd') in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_retinanet_demo_configs_are_twins(tmp_path, monkeypatch):
+    """configs/demo/*retinanet_r18*: the FS twin has an FS conv for every
+    dense conv of the teacher (same names and shapes: the projection and the
+    reconstruction pair them up), the WQ config quantizes every summary, and
+    all four pass the tools' config check."""
+    from torch import nn
+
+    from conftest import ROOT, VOC_ROOT, build_detector, load_config
+    from fsnet_mmdet import FSConv
+    from fsnet_mmdet.conversion.reconstruction import dense_twin
+    from fsnet_mmdet.validate import check_config
+
+    (tmp_path / 'data' / 'demo').mkdir(parents=True)
+    (tmp_path / 'data' / 'demo' / 'VOCdevkit').symlink_to(VOC_ROOT)
+    monkeypatch.chdir(tmp_path)
+    demo = ROOT / 'configs' / 'demo'
+    names = ('retinanet_r18_demo.py', 'fsnet_retinanet_r18_demo.py',
+             'fsnet_retinanet_r18_demo_from_dense.py',
+             'fsnet_retinanet_r18_demo_wq.py')
+    for name in names:
+        check_config(load_config(demo / name), name, training=True)
+    dense, fs, wq = (build_detector(load_config(demo / n))
+                     for n in (names[0], names[1], names[3]))
+    convs = {n: m.weight.shape for n, m in dense.named_modules()
+             if isinstance(m, nn.Conv2d)}
+    fs_convs = {n: m for n, m in fs.named_modules() if isinstance(m, FSConv)}
+    assert len(convs) == 34 and set(fs_convs) == set(convs)
+    assert all(tuple(m.index.shape) == tuple(convs[n]) for n, m in fs_convs.items())
+    assert all(m.wq for m in wq.modules() if isinstance(m, FSConv))
+    twin = dense_twin(fs, dense.state_dict())
+    assert not any(isinstance(m, FSConv) for m in twin.modules())
