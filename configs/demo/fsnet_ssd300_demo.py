@@ -54,8 +54,9 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, metainfo=metainfo))
 test_dataloader = val_dataloader
 
-# DEMO-SCALE schedule: 750 iterations of 8 images (about 10 minutes on 2
-# cores) with AdamW, which converges in that budget where the from-scratch
+# DEMO-SCALE schedule: 750 iterations of 8 images (about 13 minutes of
+# training on 2 cores at the measured ~1.05 s per iteration; `make demo` in
+# all measured 19.7 and 20.3 min, docs/accuracy.md) with AdamW, which converges in that budget where the from-scratch
 # SGD recipe needs ~100x more iterations; no validation while training
 # (tools/test.py evaluates afterwards).
 max_iters = 750

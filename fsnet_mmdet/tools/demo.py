@@ -81,30 +81,33 @@ def _loss_curve(train_dir: str, out: str) -> None:
 
 
 def _chart(rows: List[dict], out: str) -> None:
+    """Parameters against mAP: the paper's Table 4 (VOC) and this demo's rows
+    on two panels, never one axis (different data: not comparable in mAP)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, (params, m) in PAPER_TABLE4.items():
-        ax.scatter(params / 1e6, m, marker='s', color='tab:gray')
-        ax.annotate(name, (params / 1e6, m), fontsize=7,
-                    xytext=(4, 2), textcoords='offset points')
-    for i, row in enumerate(rows):
-        color = 'tab:blue' if row['variant'].startswith('dense') else 'tab:red'
-        ax.scatter(row['effective'] / 1e6, row['mAP'] * 100, color=color)
-        ax.annotate(f'{row["variant"].split(" (")[0]} (ours, demo data)',
-                    (row['effective'] / 1e6, row['mAP'] * 100), fontsize=7,
-                    color=color, xytext=(4, 6 - 14 * i),
-                    textcoords='offset points')
-    ax.set_xscale('log')
-    ax.set_xlabel('(effective) parameters, millions')
-    ax.set_ylabel('mAP@0.5 (%)')
-    ax.set_title('Paper Table 4 (VOC2007 test, gray) and this demo (FS red, '
-                 'dense blue)\n'
-                 'different data: the demo points are not comparable in mAP',
-                 fontsize=9)
-    ax.grid(alpha=0.3, which='both')
+    fig, (paper, demo) = plt.subplots(1, 2, figsize=(10, 4))
+    panels = (
+        (paper, [(name, p, m, 'tab:gray') for name, (p, m) in PAPER_TABLE4.items()],
+         'Paper Table 4: SSD300, VOC2007 test (paper\'s mAP)'),
+        (demo, [(r['variant'], r['effective'], r['mAP'] * 100,
+                 'tab:blue' if r['variant'].startswith('dense') else 'tab:red')
+                for r in rows], 'This demo: generated data (ours)'))
+    for ax, points, title in panels:
+        # Labels stacked in the order of mAP, so close points do not overlap.
+        for i, (name, params, m, color) in enumerate(
+                sorted(points, key=lambda t: t[2])):
+            ax.scatter(params / 1e6, m, color=color)
+            ax.annotate(name.split(' (')[0], (params / 1e6, m), fontsize=7,
+                        color=color, xytext=(6, -8 + 12 * (i % 2)),
+                        textcoords='offset points')
+        ax.set_xscale('log')
+        ax.set_xlabel('(effective) parameters, millions')
+        ax.set_ylabel('mAP@0.5 (%)')
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3, which='both')
+        ax.margins(x=0.25, y=0.15)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
