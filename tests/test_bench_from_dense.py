@@ -12,8 +12,9 @@ def test_quick_from_dense_benchmark_runs_every_step_and_resumes(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     report = json.loads((work / 'docs' / 'results.json').read_text())
     teacher, (run, recon) = report['teacher'], report['runs']
-    for key in ('mAP', 'converted', 'converted_bn'):
+    for key in ('mAP', 'converted', 'converted_bn', 'int8'):
         assert 0 <= teacher[key] <= 1
+    assert teacher['bytes_int8'] > 0 and not list(work.glob('teacher/int8.pth'))
     assert (run['method'], run['extra'], run['reg_iters'], run['tune_iters']) \
         == ('fsshrink-kd', 6, 4, 2)
     for key in ('regularized', 'projected', 'projected_bn', 'mAP', 'mAP_wq'):
