@@ -152,12 +152,14 @@ def _register_checkpoint_loader() -> None:
 
 
 def _wrap(owner, name: str, wrapper_of) -> None:
-    """Replace ``owner.name`` by ``wrapper_of(original)``, once (idempotent)."""
+    """Replace ``owner.name`` by ``wrapper_of(original)``, once per
+    ``wrapper_of`` (idempotent; different wrappers stack)."""
     original = getattr(owner, name)
-    if getattr(original, 'fsnet_patched', False):
+    flag = f'fsnet_patched_{wrapper_of.__module__}.{wrapper_of.__qualname__}'
+    if getattr(original, flag, False):
         return
     wrapped = functools.wraps(original)(wrapper_of(original))
-    wrapped.fsnet_patched = True
+    setattr(wrapped, flag, True)  # functools.wraps carries earlier flags
     setattr(owner, name, wrapped)
 
 

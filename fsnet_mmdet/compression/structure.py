@@ -22,7 +22,6 @@ detector's own; the checkpoint written with the config loads strictly.
 """
 from __future__ import annotations
 
-import functools
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch
@@ -246,13 +245,9 @@ def install_build_hook() -> None:
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmengine.registry import MODELS
 
+    from ..compat import _wrap
     for registry in (MODELS, MMDET_MODELS):
-        original = registry.build_func
-        if getattr(original, 'fsnet_compression', False):
-            continue
-        wrapped = functools.wraps(original)(_build_with_compression(original))
-        wrapped.fsnet_compression = True
-        registry.build_func = wrapped
+        _wrap(registry, 'build_func', _build_with_compression)
 
 
 def effective(params: int, bits: int) -> float:
