@@ -245,6 +245,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--demo-checkpoint', default=DEMO_CHECKPOINT,
                         help='the demo\'s trained FS checkpoint (default: '
                         f'{DEMO_CHECKPOINT}, written by make demo)')
+    parser.add_argument('--demo-label', default='demo (trained)',
+                        help='what the demo checkpoint is, for the table '
+                        '(e.g. "demo (converted from the dense teacher)")')
     parser.add_argument('--no-full', action='store_true',
                         help='skip FSNet-1 at full width')
     parser.add_argument('--reps', type=int, default=30,
@@ -279,7 +282,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             raise SystemExit(f'{checkpoint}: no such file; run make demo (or '
                              f'python tools/demo.py) first, or give '
                              f'--demo-checkpoint')
-        models['demo (trained)'] = (DEMO_CONFIG, checkpoint)
+        models[args.demo_label] = (DEMO_CONFIG, checkpoint)
         if not args.no_full:
             models['FSNet-1 (random weights)'] = (FULL_CONFIG, None)
 
