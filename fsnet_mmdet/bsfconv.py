@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from .derived_weight import DerivedWeightMixin
 from .quantization import pack, unpack
 
 FORWARD_MODES = ('weight', 'stm')
@@ -220,7 +221,7 @@ def bsf_conv2d(x: Tensor, latent_bank: Tensor, select: Tensor, scale: Tensor,
 
 # --------------------------------------------------------------- the layer
 @MODELS.register_module('BSFConv')
-class BSFConv(nn.Conv2d):
+class BSFConv(DerivedWeightMixin, nn.Conv2d):
     """2D convolution with filters stacked from a bank of binary filters.
 
     Lan & Lan, AAAI 2021 (arXiv 2010.02778); the parametrisation is in the
@@ -296,7 +297,6 @@ class BSFConv(nn.Conv2d):
             self.bias = nn.Parameter(torch.empty(out_channels, **factory))
         self.register_buffer('select', balanced_selection(
             out_channels, slices, m, seed).to(device))
-        self._dense = None  # (tensor, version) handed out by `weight`
         self.reset_parameters()
 
     # ---------------------------------------------------------------- init
@@ -313,34 +313,15 @@ class BSFConv(nn.Conv2d):
                 self.bias.uniform_(-bound, bound)
         self._dense = None
 
-    @property
-    def weight(self) -> Tensor:
-        """The materialized (K, C, S1, S2) weight, detached; an in-place write
-        sets each channel's scale to its root mean square (see the class)."""
-        self._write_back()
+    def _detached_weight(self) -> Tensor:
+        """The materialized (K, C, S1, S2) weight, detached."""
         with torch.no_grad():
-            dense = self.materialize()
-        self._dense = (dense, dense._version)
-        return dense
+            return self.materialize()
 
-    def __getattr__(self, name: str):
-        # nn.Module serves parameters, buffers and submodules from here. A
-        # pending write to `weight` is applied first: MMEngine's initializers
-        # read `bias` right after writing `weight`.
-        if self.__dict__.get('_dense') is not None:
-            self._write_back()
-        return super().__getattr__(name)
-
-    def _write_back(self) -> None:
-        """Apply an in-place write to the last ``weight``: scale = its RMS."""
-        if self.__dict__.get('_dense') is None:
-            return
-        dense, version = self._dense
-        self._dense = None
-        if dense._version != version:
-            with torch.no_grad():
-                rms = dense.reshape(dense.shape[0], -1).pow(2).mean(1).sqrt()
-                self.scale.copy_(rms)
+    def _absorb_weight(self, dense: Tensor) -> None:
+        """A write to ``weight`` sets each channel's scale to its RMS."""
+        with torch.no_grad():
+            self.scale.copy_(dense.reshape(dense.shape[0], -1).pow(2).mean(1).sqrt())
 
     # ------------------------------------------------------------- forward
     def materialize(self) -> Tensor:
@@ -398,14 +379,6 @@ class BSFConv(nn.Conv2d):
             if self.bias is not None:
                 conv.bias.copy_(self.bias)
         return conv
-
-    def _apply(self, fn, recurse=True):
-        self._write_back()
-        return super()._apply(fn, recurse)
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        self._write_back()
-        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):

@@ -34,6 +34,7 @@ from .functional import (GRAD_REDUCTIONS, FSGeometry, candidate_shifts,
                          extract_filters, multiplicity, project_filters,
                          reduction_matrix, relaxed_filters, representatives,
                          shift_index)
+from .derived_weight import DerivedWeightMixin
 from .quantization import fake_quantize
 
 
@@ -70,7 +71,7 @@ def check_grad_reduction(grad_reduction: str) -> str:
     return grad_reduction
 
 
-class SummaryWeightMixin:
+class SummaryWeightMixin(DerivedWeightMixin):
     """A weight read from a summary by index; mixed in before the dense module.
 
     Initialization: ``weight`` returns a dense materialization of the weight,
@@ -122,7 +123,6 @@ class SummaryWeightMixin:
         self.register_buffer('index', None, persistent=False)
         self.register_buffer('inv_multiplicity', None, persistent=False)
         self._set_index(index.to(device), fold)
-        self._dense = None  # (tensor, version) handed out by `weight`
         self._eval_cache = None  # (weight, summary key) in eval mode
         if isinstance(dfs_radius, bool) or not isinstance(dfs_radius, int) or (
                 dfs_radius < 0):
@@ -163,33 +163,16 @@ class SummaryWeightMixin:
         self._write_back()
 
     # ------------------------------------------------------------- weight
-    @property
-    def weight(self) -> Tensor:
-        """The dense weight, detached; in-place writes reach the summary."""
-        self._write_back()
-        dense = self._gather()
-        self._dense = (dense, dense._version)
-        return dense
+    def _detached_weight(self) -> Tensor:
+        return self._gather()
 
-    def __getattr__(self, name: str):
-        # nn.Module serves parameters, buffers and submodules from here. A
-        # pending write to `weight` is applied first, so every reader sees it:
-        # MMEngine's initializers read `bias` right after writing `weight`.
-        if self.__dict__.get('_dense') is not None:
-            self._write_back()
-        return super().__getattr__(name)
-
-    def _write_back(self) -> None:
-        """Copy in-place writes to the last ``weight`` onto the summary."""
-        if self._dense is None:
-            return
-        dense, version = self._dense
-        self._dense = None
-        if dense._version != version:
-            rep = representatives(self.index, self.summary.numel())
-            used = rep < self.index.numel()
-            with torch.no_grad():
-                self.summary.view(-1)[used] = dense.reshape(-1)[rep[used]]
+    def _absorb_weight(self, dense: Tensor) -> None:
+        """Each summary element: the value written to the first weight
+        element that reads it."""
+        rep = representatives(self.index, self.summary.numel())
+        used = rep < self.index.numel()
+        with torch.no_grad():
+            self.summary.view(-1)[used] = dense.reshape(-1)[rep[used]]
 
     def filters(self) -> Tensor:
         """The weight, differentiable w.r.t. the summary (backward: Eq. 2)
@@ -366,13 +349,8 @@ class SummaryWeightMixin:
 
     # ------------------------------------------------------------ state dict
     def _apply(self, fn, recurse=True):
-        self._write_back()
         self._eval_cache = None
         return super()._apply(fn, recurse)
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        self._write_back()
-        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
