@@ -77,3 +77,30 @@ def last_checkpoint(train_dir: str) -> str:
     """The checkpoint the Runner wrote last (its ``last_checkpoint`` file)."""
     with open(os.path.join(train_dir, 'last_checkpoint')) as f:
         return f.read().strip()
+
+
+def schedule_text(seed: int, iters: int, warmup: int, start_factor: float,
+                  eta_min: float, data_root: Optional[str] = None) -> str:
+    """Config lines of a generated benchmark run: its seed, an ``iters``-long
+    schedule (no validation while training; linear warm-up over ``warmup``
+    iterations from ``start_factor``, then cosine to ``eta_min``), a log
+    interval and one checkpoint at the end; with ``data_root``, every
+    dataloader reads it."""
+    text = f"""randomness = dict(seed={seed})
+train_cfg = dict(max_iters={iters}, val_interval={iters + 1})
+param_scheduler = [
+    dict(type='LinearLR', start_factor={start_factor!r},
+         by_epoch=False, begin=0, end={warmup}),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin={warmup}, end={iters},
+         eta_min={eta_min!r}),
+]
+default_hooks = dict(logger=dict(interval={max(1, min(25, iters // 4))}),
+                     checkpoint=dict(interval={iters}))
+"""
+    if data_root is not None:
+        root = data_root.rstrip('/') + '/'
+        text += f"""train_dataloader = dict(dataset=dict(dataset=dict(data_root={root!r})))
+val_dataloader = dict(dataset=dict(data_root={root!r}))
+test_dataloader = val_dataloader
+"""
+    return text
