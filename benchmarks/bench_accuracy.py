@@ -10,7 +10,7 @@ demo's schedule (``configs/demo/fsnet_ssd300_demo.py``: AdamW, batch 8, width
   ``k3_scale`` 0.5, 1 and 2 (about 2x less, as much, and 2x more compression
   in the 3x3 layers; Eq. 1), twice: with the head's predictors in grid order
   (the layer's default) and with ``FSSSDHead(pred_interleave=True)`` (the
-  configs' default; README "Accuracy, measured");
+  configs' default; docs/accuracy.md);
 * the WQ version of every FS model (``tools/quantize.py``, then
   ``tools/test.py`` on the 8-bit checkpoint).
 
@@ -154,7 +154,7 @@ MAIN = [
     Variant('dense-as-fs-k3x2', 'dense, params of FS K3 x 2',
             matches='fs-k3x2', curve='dense'),
 ]
-#: Experiments (README "Why FS trails"): one change each against fs-k3x1.
+#: Experiments (docs/accuracy.md "Why FS trailed"): one change each against fs-k3x1.
 _LR2X = "optim_wrapper = dict(optimizer=dict(lr=6e-3))  # demo: 3e-3\n"
 _LR_HALF = "optim_wrapper = dict(optimizer=dict(lr=1.5e-3))  # demo: 3e-3\n"
 EXPERIMENTS = [
@@ -177,7 +177,7 @@ EXPERIMENTS = [
     Variant('fs-k3x1-interleave-lr0.5x', 'FS K3 x 1, pred_interleave, lr x 0.5',
             fs=_fs(1), pred_interleave=True, overrides=_LR_HALF),
 ]
-#: DFSNet (README "DFSNet"): the FS pred_interleave points with learned
+#: DFSNet (docs/dfsnet.md): the FS pred_interleave points with learned
 #: filter locations, searched for half the schedule, then discretized; the
 #: logits start uniform (dfs_prior 0) or favouring the grid (2: the configs').
 DFS_DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo', 'dfsnet_ssd300_demo.py')

@@ -1,5 +1,5 @@
 # Differentiable FSNet SSD300 (the later FSNet paper's DFSNet; design of this
-# project, README "DFSNet"): FSNet-1 SSD300 whose filters learn their location
+# project, docs/dfsnet.md): FSNet-1 SSD300 whose filters learn their location
 # in the summary. Every FSConv mixes its block at its grid location and at the
 # locations one summary element away along each axis (dfs_radius=1: 7
 # candidates for a 3x3 layer) with learned softmax weights; DFSSearchHook
@@ -7,7 +7,7 @@
 # schedule, then discretizes every layer to its most likely location, and the
 # second half trains the plain FS model. Each filter's grid location starts
 # with logit 2 (dfs_prior; the others 0): a uniform start moved most filters
-# on gradient noise and lost most of the mAP at demo scale (README "DFSNet").
+# on gradient noise and lost most of the mAP at demo scale (docs/dfsnet.md).
 # A checkpoint after the search holds an int8 table of the locations (counted
 # in the parameters), no logits; tools/test.py, quantize and bake take it
 # with this config (or the FSNet-1 one).

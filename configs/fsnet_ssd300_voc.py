@@ -3,7 +3,7 @@
 # the head's predictors replaced by FSConv with the 'fsnet1' K3 preset.
 # pred_interleave: the same output of neighbouring anchors shares weights (not
 # the 4 box deltas / C + 1 scores of one anchor); same parameters, measured
-# better at demo scale (README "Accuracy, measured"). The paper leaves the
+# better at demo scale (docs/accuracy.md). The paper leaves the
 # predictors' channel order open.
 _base_ = './ssd300_bn_voc.py'
 

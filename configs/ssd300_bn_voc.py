@@ -36,12 +36,12 @@ custom_hooks = [
     dict(type='FiniteLossHook'),
 ]
 
-# From-scratch recipe (ScratchDet, DSOD; see README "Training recipe"):
+# From-scratch recipe (ScratchDet, DSOD; see docs/method.md "The VOC training recipe"):
 # batch 128 = 8 GPUs x 16 with SyncBN across GPUs, SGD lr 0.05 after a linear
 # warm-up, about 120k iterations. VOC07+12 trainval has 16,551 images,
 # repeated 10x per epoch: 1,293 iterations per epoch at batch 128, so 93
 # epochs = 120k iterations; lr / 10 at 80k and 100k (epochs 62 and 77).
-# Expected wall time: not measured by us (see README "Training recipe").
+# Expected wall time: not measured by us (see docs/method.md "The VOC training recipe").
 sync_bn = 'torch'  # BN -> SyncBN when launched on several GPUs
 optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4))

@@ -8,7 +8,7 @@ of the input channels, chosen by a selection index, so the layer stores
 bits, not weights, and far fewer than a binary net's one per weight.
 
 Parametrisation (the paper's choices we could not read are fixed by one
-documented rule each; README "Binary stacked filters"):
+documented rule each; docs/compression-methods.md "Binary stacked filters (BSF)"):
 
 * The ``C`` input channels are cut into ``G = C / d`` consecutive slices of
   ``d`` channels (``d = bank_channels``, lowered to ``C`` when larger; it

@@ -57,7 +57,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
         self_wrap: along a spatial axis with a single filter (K1 = 1 or
             K2 = 1) keep the stride ``ceil(S / 2)``, which wraps the filter
             onto itself (its first and last rows equal); default False: the
-            stride there is S (README "Geometry").
+            stride there is S (docs/method.md "Geometry").
         interleave: g, dividing ``out_channels``: output channels ``k`` and
             ``k + g`` are neighbouring filters in the summary (default 1:
             ``k`` and ``k + 1``). For a detection predictor with per-anchor
@@ -72,7 +72,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
         dfs_radius: Differentiable FSNet (default 0: off): learn each
             filter's location among its grid location and the locations up
             to this many summary elements away along each summary axis;
-            :meth:`discretize` fixes them (README "DFSNet").
+            :meth:`discretize` fixes them (docs/dfsnet.md).
         dfs_prior: initial logit of each filter's grid location while
             searching (the other candidates start at 0).
         grad_reduction: ``'mean'`` (Eq. 2, default) or ``'sum'`` (plain

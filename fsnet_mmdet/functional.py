@@ -403,7 +403,7 @@ def segment_index(num_rows: int, row_length: int, stride: int) -> Tensor:
 def candidate_shifts(summary_shape: Sequence[int], radius: int) -> Tensor:
     """Candidate filter locations of Differentiable FSNet, as shifts.
 
-    DFSNet (the later FSNet paper; design of this project, README "DFSNet")
+    DFSNet (the later FSNet paper; design of this project, docs/dfsnet.md)
     lets each filter choose its block among its grid location and the
     locations ``d = 1 .. radius`` summary elements away from it along each
     summary axis, in both directions. Shifts that coincide modulo the

@@ -373,7 +373,7 @@ def test_adam_trains_mean_and_sum_reductions_alike_sgd_does_not():
     """Eq. 2's mean divides each summary element's gradient by its constant
     multiplicity; Adam normalizes every element by its own gradient scale, so
     with Adam both reductions make the same updates (up to its eps): the
-    choice matters for SGD only (README "Accuracy, measured")."""
+    choice matters for SGD only (docs/accuracy.md)."""
     torch.manual_seed(0)
     x, target = torch.randn(4, 6, 9, 9), torch.randn(4, 12, 9, 9)
     opts = dict(sampling=(3, 2, 2), strides=(1, 2, 3))  # uneven multiplicities

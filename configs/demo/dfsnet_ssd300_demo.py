@@ -1,4 +1,4 @@
-# DFSNet at demo scale (README "DFSNet"): the demo's FSNet SSD300
+# DFSNet at demo scale (docs/dfsnet.md): the demo's FSNet SSD300
 # (fsnet_ssd300_demo.py, width 0.25, 750 AdamW iterations) with the search of
 # configs/dfsnet_ssd300_voc.py: learned filter locations (dfs_radius=1,
 # grid prior 2) for the first half of the schedule, then discretized and

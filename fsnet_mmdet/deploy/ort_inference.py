@@ -8,7 +8,7 @@ pack), the model's ``data_preprocessor`` (normalization, BGR -> RGB, batch),
 then, on onnxruntime's outputs, the head's ``predict_by_feat`` (anchors, box
 decoding, score threshold, NMS with mmcv's ``batched_nms``, rescaling to the
 original image). Post-processing is not in the graph: it stays the exact
-code the PyTorch model runs (README "Deploy").
+code the PyTorch model runs (docs/deploy.md).
 
     python -m fsnet_mmdet.deploy.ort_inference CONFIG MODEL.onnx IMAGE [IMAGE ...]
 """

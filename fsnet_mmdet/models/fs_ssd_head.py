@@ -21,8 +21,8 @@ class FSSSDHead(SSDHead):
         pred_interleave: with an FSConv ``pred_conv_cfg``, place the same
             output of neighbouring anchors next to each other in each
             predictor's summary (``interleave`` = 4 for box deltas, C + 1 for
-            class scores) instead of the outputs of one anchor (README
-            "Accuracy, measured").
+            class scores) instead of the outputs of one anchor (docs/accuracy.md,
+            "Why FS trailed").
         **kwargs: ``SSDHead``'s arguments.
     """
 
