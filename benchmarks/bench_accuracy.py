@@ -67,6 +67,8 @@ from fsnet_mmdet.tools.pipeline import (last_checkpoint, map_of, schedule_text, 
                                         training_records, write_json_atomic)
 
 DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo', 'fsnet_ssd300_demo.py')
+BF16_DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo',
+                                'fsnet_ssd300_demo_bf16.py')
 #: The from-trained FS path's fine-tuning (250 iterations, lr 1e-3): the
 #: schedule KSE and LRF fine-tune with.
 FROM_DENSE_CONFIG = os.path.join(ROOT, 'configs', 'demo',
@@ -176,6 +178,12 @@ EXPERIMENTS = [
               fs=_fs(k, layout='1d'), pred_interleave=True) for k in (1, 2)),
     Variant('fs-k3x1-interleave-lr0.5x', 'FS K3 x 1, pred_interleave, lr x 0.5',
             fs=_fs(1), pred_interleave=True, overrides=_LR_HALF),
+    # bfloat16 training (BF16OptimWrapper), what `make demo` trains, against
+    # fs-k3x1-interleave / dense-as-fs-k3x1 in float32:
+    Variant('fs-k3x1-interleave-bf16', 'FS K3 x 1, pred_interleave, bf16 training',
+            fs=_fs(1), pred_interleave=True, base=BF16_DEMO_CONFIG),
+    Variant('dense-as-fs-k3x1-bf16', 'dense, params of FS K3 x 1, bf16 training',
+            matches='fs-k3x1', base=BF16_DEMO_CONFIG),
 ]
 #: DFSNet (docs/dfsnet.md): the FS pred_interleave points with learned
 #: filter locations, searched for half the schedule, then discretized; the

@@ -4,7 +4,8 @@ Importing this package registers every module it defines (``FSConv``,
 ``FSLinear`` and ``BSFConv`` in MMEngine's root ``MODELS``; ``FSSSD300``,
 ``FSSSDHead``, ``CheckedVOCDataset``, ``FiniteLossHook``, ``DFSSearchHook``,
 ``FSRegularizationHook`` and ``FSDistillationHook`` in MMDetection's
-registries; ``KSEConv`` and the ``compression`` model key of
+registries; ``BF16OptimWrapper`` in MMEngine's ``OPTIM_WRAPPERS``;
+``KSEConv`` and the ``compression`` model key of
 :mod:`fsnet_mmdet.compression`),
 applies the compatibility fixes of :mod:`fsnet_mmdet.compat` and lets a model
 config's ``fs_convert`` key convert any detector (:mod:`fsnet_mmdet.conversion`).
@@ -18,6 +19,7 @@ from .fsconv import FSConv, LayerParams, ModelParams, count_params, layer_params
 from .fslinear import FSLinear
 from .hooks import DFSSearchHook, FiniteLossHook
 from .models import FSSSD300, FSSSDHead
+from .optim import BF16OptimWrapper
 from .regularization import FSRegularizationHook
 
 apply_patches()
@@ -27,7 +29,7 @@ from . import compression  # noqa: E402,F401
 
 __version__ = '0.1.0'
 __all__ = [
-    'BSFConv', 'CheckedVOCDataset', 'DFSSearchHook', 'FSConv',
+    'BF16OptimWrapper', 'BSFConv', 'CheckedVOCDataset', 'DFSSearchHook', 'FSConv',
     'FSDistillationHook', 'FSLinear', 'FSRegularizationHook', 'FSSSD300',
     'FSSSDHead', 'FiniteLossHook', 'LayerParams', 'ModelParams',
     'convert_to_fs', 'count_params', 'layer_params', 'load_checkpoint_file'

@@ -64,12 +64,18 @@ def test_demo_runs_end_to_end_and_refuses_to_mix_results(tmp_path):
 
 def test_dense_rows_come_from_the_benchmark_results_labelled(tmp_path):
     from fsnet_mmdet.tools.demo import benchmark_dense_rows
-    assert benchmark_dense_rows(str(tmp_path / 'missing.json')) == []
+    assert benchmark_dense_rows(750, str(tmp_path)) == []
     row = dict(seeds=1, params=1000, bytes=4321, mAP=0.5)
-    rows = [dict(row, name='dense-w0.25'), dict(row, name='fs-k3x1', mAP=0.1),
-            dict(row, name='dense-as-fs-k3x1', params=90, mAP=0.25)]
-    path = tmp_path / 'results.json'
-    path.write_text(json.dumps(dict(rows=rows)))
-    dense = benchmark_dense_rows(str(path))
+    fp32 = [dict(row, name='dense-w0.25'), dict(row, name='fs-k3x1', mAP=0.1),
+            dict(row, name='dense-as-fs-k3x1', params=80, mAP=0.2)]
+    bf16 = [dict(row, name='dense-as-fs-k3x1-bf16', params=90, mAP=0.25,
+                 seeds=3)]
+    for folder, rows in (('iters750', fp32), ('iters750-bf16', bf16)):
+        (tmp_path / 'docs' / 'accuracy' / folder).mkdir(parents=True)
+        (tmp_path / 'docs' / 'accuracy' / folder / 'results.json').write_text(
+            json.dumps(dict(rows=rows)))
+    dense = benchmark_dense_rows(750, str(tmp_path))
     assert [(r['params'], r['mAP']) for r in dense] == [(1000, 0.5), (90, 0.25)]
     assert all('not trained here' in r['variant'] for r in dense)
+    assert '3 seed(s)' in dense[1]['variant'] and 'bf16' in dense[1]['variant']
+    assert benchmark_dense_rows(1500, str(tmp_path)) == []
