@@ -3,8 +3,9 @@
 # accuracy per minute on a CPU:
 # - bfloat16 mixed precision (BF16OptimWrapper, fsnet_mmdet/optim.py): the
 #   convolutions compute in bfloat16, parameters and optimizer stay float32;
-#   a training iteration of this model takes 0.44x the float32 time on the
-#   project's 2-core machine (benchmarks/bench_train_settings.py, side by side);
+#   a training iteration of this model takes 0.53x the float32 time on the
+#   project's 2-core machine (benchmarks/bench_train_settings.py, side by
+#   side; docs/performance.md);
 # - twice the iterations, 1500, so the demo spends that time learning: the
 #   same AdamW recipe, warm-up and cosine decay, stretched.
 # Its accuracy against float32 at 1500 iterations (3 seeds each) and the
