@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from ..conversion.modules import replace_module
+
 #: Neighbours of the kNN density (the authors' code: 5).
 KNN = 5
 #: k-means restarts per channel (k-means++ seeds); the lowest inertia wins.
@@ -745,8 +747,7 @@ def compress_kse(model: nn.Module, layers: Sequence[KSELayer], groups: int,
     for i, layer in enumerate(layers):
         q = layer.q(groups, t).tolist()
         conv = model.get_submodule(layer.name)
-        parent, _, child = layer.name.rpartition('.')
-        setattr(model.get_submodule(parent), child,
-                kse_from_conv2d(conv, q, seed=seed + 1000003 * i))
+        replace_module(model, layer.name,
+                       kse_from_conv2d(conv, q, seed=seed + 1000003 * i))
         spec[layer.name] = dict(q=q)
     return spec

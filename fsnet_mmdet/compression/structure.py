@@ -27,6 +27,8 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from ..conversion.modules import replace_module
+
 #: The model-config key :func:`install_build_hook` consumes.
 COMPRESSION_KEY = 'compression'
 METHODS = ('kse', 'lrf')
@@ -99,11 +101,6 @@ def resized(module: nn.Module, dims: Mapping[str, int],
     return new
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition('.')
-    setattr(model.get_submodule(parent), child, new)
-
-
 def _get(model: nn.Module, name: str) -> nn.Module:
     try:
         return model.get_submodule(name)
@@ -170,7 +167,7 @@ def apply_compression(model: nn.Module, spec: Mapping) -> nn.Module:
         except (TypeError, ValueError) as err:
             raise ValueError(f'{COMPRESSION_KEY}: {name}: {err}') from None
     for name, module in new.items():
-        _replace(model, name, module)
+        replace_module(model, name, module)
     return model
 
 

@@ -113,6 +113,12 @@ def _replacement(layer: nn.Module, options: dict) -> nn.Module:
     return fs
 
 
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule ``name`` (dotted) of ``model`` is."""
+    parent, _, child = name.rpartition('.')
+    setattr(model.get_submodule(parent), child, new)
+
+
 def convert_to_fs(model: nn.Module,
                   include: Sequence[str] = ('*', ),
                   exclude: Sequence[str] = (),
@@ -200,8 +206,7 @@ def convert_to_fs(model: nn.Module,
     by_id = {id(candidates[name]): fs for name, fs in new.items()}
     for name, module in list(model.named_modules(remove_duplicate=False)):
         if id(module) in by_id:
-            parent, _, child = name.rpartition('.')
-            setattr(model.get_submodule(parent), child, by_id[id(module)])
+            replace_module(model, name, by_id[id(module)])
     report.converted = [(name, type(fs).__name__) for name, fs in new.items()]
     return report
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ..fsconv import FSConv
 from ..fslinear import FSLinear
 from ..summary_layer import SummaryWeightMixin
+from .modules import replace_module
 
 
 def dense_twin(fs_model: nn.Module, dense_state: Dict[str, Tensor]) -> nn.Module:
@@ -46,8 +47,7 @@ def dense_twin(fs_model: nn.Module, dense_state: Dict[str, Tensor]) -> nn.Module
         if isinstance(module, SummaryWeightMixin):
             dense = module.to_conv2d() if isinstance(module, FSConv) else (
                 module.to_linear())
-            parent, _, child = name.rpartition('.')
-            setattr(twin.get_submodule(parent), child, dense)
+            replace_module(twin, name, dense)
     twin.load_state_dict(dense_state, strict=True)
     return twin.eval()
 
