@@ -57,6 +57,9 @@ def test_demo_runs_end_to_end_and_refuses_to_mix_results(tmp_path):
         p.name for p in pictures.iterdir()}
     assert '| FSNet-WQ |' in result.stdout
     assert 'no benchmark results at 2 iterations' in result.stdout
+    summary_md = (tmp_path / 'work' / 'summary.md').read_text()
+    assert '2 training iterations (`configs/demo/' in summary_md
+    assert 'wall time' in summary_md and summary['iters'] == 2
     again = run_tool(*args)
     assert again.returncode != 0
     assert 'already holds a finished demo' in again.stderr

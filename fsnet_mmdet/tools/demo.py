@@ -245,9 +245,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     table = '\n'.join(lines)
     elapsed = time.time() - start
     with open(os.path.join(work_dir, 'summary.md'), 'w') as f:
-        f.write(table + f'\n\nwall time {elapsed / 60:.1f} min\n')
+        f.write(table + f'\n\n{iters} training iterations (`{CONFIG}`), '
+                f'wall time {elapsed / 60:.1f} min\n')
     write_json_atomic(summary_path, dict(rows=dense_rows + rows,
-                                         dense=report.dense, wall_s=elapsed))
+                                         dense=report.dense, wall_s=elapsed,
+                                         iters=iters, config=CONFIG))
     print('\n' + table)
     print(f'\ndemo finished in {elapsed / 60:.1f} min; results, pictures and '
           f'checkpoints in {work_dir}')
