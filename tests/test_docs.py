@@ -198,19 +198,20 @@ def _accuracy_rows(name: str) -> List[Tuple[str, dict]]:
     return found
 
 
-def _demo_iters() -> int:
-    text = (ROOT / 'configs' / 'demo' / 'fsnet_ssd300_demo.py').read_text()
-    return int(re.search(r'^max_iters = (\d+)', text, re.M).group(1))
+_DEMO_SUMMARY = re.compile(r'docs/demo/(?:[\w.-]+/)?summary\.md')
 
 
-def _demo_summary_map(wq: bool) -> float:
-    """mAP of the FSNet or FSNet-WQ row of make demo's committed table."""
-    _, rows = table_after('\n' + (ROOT / 'docs' / 'demo' / 'summary.md').read_text(),
-                          '| variant')
+def _demo_summary(source: str, wq: bool) -> Tuple[float, int]:
+    """(mAP of the FSNet or FSNet-WQ row, training iterations) of a
+    ``make demo`` table (docs/demo/summary.md, or an earlier demo's)."""
+    text = (ROOT / source).read_text()
+    _, rows = table_after('\n' + text, '| variant')
+    iters = re.search(r'^(\d+) training iterations', text, re.M)
+    assert iters, f'{source} does not say its training iterations'
     for row in rows:
         if row[0] == ('FSNet-WQ' if wq else 'FSNet'):
-            return float(row[-1])
-    raise AssertionError('docs/demo/summary.md has no FSNet / FSNet-WQ row')
+            return float(row[-1]), int(iters.group(1))
+    raise AssertionError(f'{source} has no FSNet / FSNet-WQ row')
 
 
 _MAP_CELL = re.compile(r'^\[(\d+\.\d+)(?: \+- (\d+\.\d+))?\]\(([^)]+)\) '
@@ -229,12 +230,13 @@ def _expected_map(source: str, variant: str, wq: bool, iters: int
         return (statistics.mean(maps),
                 statistics.stdev(maps) if len(maps) > 1 else None,
                 len(maps), 'H100')
-    if source == 'docs/demo/summary.md':
-        assert variant == 'fs-k3x1-interleave', 'make demo trains the FS model only'
-        assert _demo_iters() == iters, (
-            f'make demo trains {_demo_iters()} iterations (its config), the '
-            f'column says {iters}')
-        return _demo_summary_map(wq), None, 1, 'CPU'
+    if _DEMO_SUMMARY.fullmatch(source):
+        assert variant.startswith('fs-k3x1-interleave'), (
+            'make demo trains the FS model only')
+        found, demo_iters = _demo_summary(source, wq)
+        assert demo_iters == iters, (
+            f'{source} trained {demo_iters} iterations, the column says {iters}')
+        return found, None, 1, 'CPU'
     match = re.fullmatch(r'docs/accuracy/[\w.-]+/results\.json', source)
     assert match, f'{source}: not a results file this test knows'
     data = _load_json(source)
@@ -273,11 +275,13 @@ def demo_table_errors(markdown: str) -> List[str]:
                     errors.append(f'{variant_cell} {name}: README '
                                   f'{row[col[name]]}, {source} {data[key]:,.0f}')
         for i, iters in map_cols:
+            if row[i] == 'not run':
+                continue
             cell = _MAP_CELL.match(row[i])
             if not cell:
                 errors.append(f'{variant_cell}, {iters} iterations: cell '
                               f'{row[i]!r} is not "[mean +- std](file) (N seeds, '
-                              f'DEVICE)"')
+                              f'DEVICE)" or "not run"')
                 continue
             mean, std, source, seeds, device = cell.groups()
             if not (ROOT / source).is_file():
@@ -368,6 +372,8 @@ def test_full_scale_table_matches_results_files():
      '[0.760 +- 0.022](docs/accuracy/iters1500/results.json) (2 seeds',
      demo_table_errors),
     ('(3 seeds, H100) | [0.816', '(3 seeds, CPU) | [0.816', demo_table_errors),
+    ('[0.568](docs/demo/fp32-750/summary.md)',
+     '[0.569](docs/demo/fp32-750/summary.md)', demo_table_errors),
     ('| 6,974,201 |', '| 6,974,202 |', full_table_errors),
     ('| 67.60% |', '| 67.61% |', full_table_errors),
 ])
