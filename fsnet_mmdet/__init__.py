@@ -29,8 +29,8 @@ from . import compression  # noqa: E402,F401
 
 __version__ = '0.1.0'
 __all__ = [
-    'BF16OptimWrapper', 'BSFConv', 'CheckedVOCDataset', 'DFSSearchHook', 'FSConv',
-    'FSDistillationHook', 'FSLinear', 'FSRegularizationHook', 'FSSSD300',
-    'FSSSDHead', 'FiniteLossHook', 'LayerParams', 'ModelParams',
+    'BF16OptimWrapper', 'BSFConv', 'CheckedVOCDataset', 'DFSSearchHook',
+    'FSConv', 'FSDistillationHook', 'FSLinear', 'FSRegularizationHook',
+    'FSSSD300', 'FSSSDHead', 'FiniteLossHook', 'LayerParams', 'ModelParams',
     'convert_to_fs', 'count_params', 'layer_params', 'load_checkpoint_file'
 ]

@@ -382,7 +382,6 @@ class BSFConv(DerivedWeightMixin, nn.Conv2d):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
-        self._write_back()  # a pending init is overridden by what is loaded
         key = prefix + 'select'
         select = state_dict.get(key)
         if select is not None and tuple(select.shape) == tuple(

@@ -30,11 +30,11 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
+from .derived_weight import DerivedWeightMixin
 from .functional import (GRAD_REDUCTIONS, FSGeometry, candidate_shifts,
                          extract_filters, multiplicity, project_filters,
                          reduction_matrix, relaxed_filters, representatives,
                          shift_index)
-from .derived_weight import DerivedWeightMixin
 from .quantization import fake_quantize
 
 
