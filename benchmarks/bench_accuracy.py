@@ -953,9 +953,23 @@ def front_notes(rows: List[dict]) -> str:
             + ' the bytes-vs-mAP Pareto front; rows at <= its bytes with a '
             'mean mAP higher by more than one std: '
             + (', '.join(f'{o["label"]} ({o["bytes"]:,} bytes, {o["mAP"]:.3f} '
-                         f'+- {o["std"]:.3f})' for o in better) or 'none')
-            + '.')
+                         f'+- {o["std"]:.3f}, {_seeds(o)})' for o in better)
+               or 'none')
+            + '.' + _one_seed_caveat([ref] + better))
     return '\n'.join(notes)
+
+
+def _seeds(row: dict) -> str:
+    n = row.get('seeds', 1)
+    return f'{n} seed{"s" if n != 1 else ""}'
+
+
+def _one_seed_caveat(rows: List[dict]) -> str:
+    """What the one-std test means when some of its rows have one seed (a
+    std of 0: the test is then only as strict as the other row's spread)."""
+    single = [r['label'] for r in rows if r.get('seeds', 1) < 2]
+    return (f' One seed (std unknown, counted as 0): {", ".join(single)}.'
+            if single else '')
 
 
 COUNTING = (
@@ -1151,8 +1165,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                  if args.report_only else
                  f'This invocation: {elapsed / 60:.1f} min (finished runs are '
                  f'skipped).\n'))
+    counts = sorted({r['seeds'] for r in rows})
     title = (f'Measured on the demo data: {iters} iterations, batch 8, AdamW; '
-             f'mean +- std over {len(args.seeds)} seeds')
+             f'mean +- std over '
+             + ('/'.join(map(str, counts)) if counts else '0') + ' seeds'
+             + (' (the table gives each row\'s)' if len(counts) > 1 else ''))
     if args.compare:
         notes = front_notes(rows)
         text = (compare_table(rows) + '\n\n' + (notes + '\n\n' if notes else '')

@@ -402,6 +402,11 @@ def test_pareto_front_and_clear_winners_by_hand(bench):
     assert [r['name'] for r in bench.clear_winners(rows, ref)] == ['a']
     notes = bench.front_notes(rows)
     assert 'not on the bytes-vs-mAP Pareto front' in notes and 'a (100 bytes' in notes
+    # Rows without a seed count have one: their std of 0 is said, by name.
+    assert notes.endswith('One seed (std unknown, counted as 0): wq, a.')
+    ref['seeds'] = rows[0]['seeds'] = 3
+    notes = bench.front_notes(rows)
+    assert '0.500 +- 0.000, 3 seeds)' in notes and 'One seed' not in notes
 
 
 def test_compare_table_orders_methods_and_marks_the_fronts(bench):
