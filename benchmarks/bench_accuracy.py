@@ -34,7 +34,8 @@ ways a user can shrink the same detector, on the same data and schedule:
   ``tools/compress.py --target <FS K3 x 1's parameters>`` ->
   ``tools/train.py`` (``--finetune-iters``, 250 by default, at the schedule
   of the from-trained FS path, ``configs/demo/fsnet_ssd300_demo_from_dense.py``)
-  -> ``tools/test.py``.
+  -> ``tools/test.py``; LRF's fine-tuned model also in int8 (pruning and
+  8-bit weights combine: the pruned model at about FS-WQ's bytes).
 
 Every run also records its FLOPs (:func:`count_flops`, as mmdet's
 ``tools/analysis_tools/get_flops.py`` counts them). The comparison report goes
@@ -223,6 +224,11 @@ BASELINES = [
     Variant('lrf-as-fs-k3x1', 'LRF pruning of the trained dense width 0.25 to '
             'FS K3 x 1 params, fine-tuned', source='dense-w0.25',
             compress='lrf', matches='fs-k3x1'),
+    # Pruning and 8-bit weights combine: LRF's fine-tuned model in int8 is
+    # the pruned model at about FS-WQ's bytes.
+    Variant('lrf-as-fs-k3x1-int8', 'LRF pruning to FS K3 x 1 params, '
+            'fine-tuned, then int8 weights', source='lrf-as-fs-k3x1',
+            compress='int8'),
 ]
 GROUPS = {'main': MAIN, 'experiment': EXPERIMENTS, 'dfs': DFS,
           'compare': BASELINES}
@@ -233,14 +239,14 @@ VARIANTS = {v.name: v for v in MAIN + EXPERIMENTS + DFS + BASELINES}
 COMPARE = ['fs-k3x1-interleave', 'dense-w0.25', 'dense-as-fs-k3x1',
            'dense-w0.25-int8', 'dense-as-fs-k3x1-int8',
            *(f'bsf-m{m}-d{d}' for m, d in BSF_SIZES),
-           'kse-as-fs-k3x1', 'lrf-as-fs-k3x1']
+           'kse-as-fs-k3x1', 'lrf-as-fs-k3x1', 'lrf-as-fs-k3x1-int8']
 #: ``--quick``, and ``--quick --compare``: one int8, one BSF and one
 #: compressed-then-fine-tuned point (LRF; KSE takes the same path with
 #: another --method, and its k-means is the slower); the first three are
 #: shared, so a work dir of ``--quick`` resumes.
 QUICK = ['dense-w0.25', 'fs-k3x1', 'dense-as-fs-k3x1']
 QUICK_COMPARE = QUICK + ['dense-as-fs-k3x1-int8', 'bsf-m64-d16',
-                         'lrf-as-fs-k3x1']
+                         'lrf-as-fs-k3x1', 'lrf-as-fs-k3x1-int8']
 #: Points whose trained weights another point starts from: their runs keep
 #: ``weights_fp32.pth``.
 SOURCES = {v.source for v in VARIANTS.values() if v.source}
@@ -254,7 +260,8 @@ def _is_bsf(variant: Variant) -> bool:
 def method_of(variant: Variant) -> str:
     """The method a point belongs to (the comparison's markers and colours)."""
     if variant.compress == 'int8':
-        return 'dense int8'
+        pruned = VARIANTS[variant.source].compress
+        return f'{pruned.upper() if pruned else "dense"} int8'
     if variant.compress:
         return variant.compress.upper()
     if variant.conv:
@@ -552,7 +559,8 @@ def run_one(variant: Variant, seed: int, iters: int, work: str,
                  what=f'bench_accuracy {variant.name} seed {seed}')
     if variant.compress:
         source = resolve([VARIANTS[variant.source]], work, data_root)[0]
-        src = source_run(source, seed, iters, work, data_root, **steps)
+        src = source_run(source, seed, iters, work, data_root,
+                         finetune_iters, **steps)
         if variant.compress == 'int8':
             result = _run_int8(variant, seed, iters, run_dir, src, **steps)
         else:
@@ -624,19 +632,21 @@ def _run_trained(variant: Variant, seed: int, iters: int, run_dir: str,
 
 
 def source_run(source: Variant, seed: int, iters: int, work: str,
-               data_root: str, log: str, what: str) -> dict:
+               data_root: str, finetune_iters: int, log: str,
+               what: str) -> dict:
     """The trained run a point starts from: ``dict(config, weights, result)``.
 
     Trains the source point (its own run, same seed) if it has not run; a run
-    that finished before its weights were kept is trained again, with the
-    same generated config and seed, under its ``retrain/`` (the row keeps
-    the first run's mAP; the retrained weights are what the point uses).
+    that finished before its weights were kept is trained (a compressed
+    point: compressed and fine-tuned) again, with the same generated config
+    and seed, under its ``retrain/`` (the row keeps the first run's mAP; the
+    retrained weights are what the point uses).
     """
     from fsnet_mmdet.quantization import save_atomic
     import torch
 
     src_dir = os.path.join(work, source.name, f'seed{seed}')
-    result = run_one(source, seed, iters, work, data_root)
+    result = run_one(source, seed, iters, work, data_root, finetune_iters)
     if result.get('iters') != iters:
         raise SystemExit(f'{src_dir}: trained {result.get("iters")} '
                          f'iterations, this benchmark {iters}: use another '
@@ -645,20 +655,29 @@ def source_run(source: Variant, seed: int, iters: int, work: str,
     config = os.path.join(src_dir, 'config.py')
     retrain = os.path.join(src_dir, 'retrain')
     if not os.path.exists(weights):
+        again = 'compressing and fine-tuning' if source.compress else 'training'
         print(f'    {source.name} seed {seed} finished without its weights: '
-              f'training it again in {retrain}', flush=True)
-        config = write_config(os.path.join(retrain, 'config.py'),
-                              config_text(source, seed, iters, data_root))
-        train_dir = os.path.join(retrain, 'train')
-        resume = ['--resume'] if os.path.exists(
-            os.path.join(train_dir, 'last_checkpoint')) else []
-        run_tool('tools/train.py', config, '--work-dir', train_dir, *resume,
-                 log=log, what=what)
-        checkpoint = last_checkpoint(train_dir)
-        state = torch.load(checkpoint, map_location='cpu', weights_only=False)
-        save_atomic(state['state_dict'], weights)
-        os.remove(checkpoint)
-    elif os.path.exists(os.path.join(retrain, 'config.py')):
+              f'{again} it again in {retrain}', flush=True)
+        if source.compress:
+            parent = resolve([VARIANTS[source.source]], work, data_root)[0]
+            _run_finetuned(source, seed, iters, retrain, source_run(
+                parent, seed, iters, work, data_root, finetune_iters, log,
+                what), finetune_iters, log, what)
+            os.replace(os.path.join(retrain, 'weights_fp32.pth'), weights)
+        else:
+            again = write_config(os.path.join(retrain, 'config.py'),
+                                 config_text(source, seed, iters, data_root))
+            train_dir = os.path.join(retrain, 'train')
+            resume = ['--resume'] if os.path.exists(
+                os.path.join(train_dir, 'last_checkpoint')) else []
+            run_tool('tools/train.py', again, '--work-dir', train_dir,
+                     *resume, log=log, what=what)
+            checkpoint = last_checkpoint(train_dir)
+            state = torch.load(checkpoint, map_location='cpu',
+                               weights_only=False)
+            save_atomic(state['state_dict'], weights)
+            os.remove(checkpoint)
+    if os.path.exists(os.path.join(retrain, 'config.py')):
         config = os.path.join(retrain, 'config.py')
     return dict(config=config, weights=weights, result=result)
 
@@ -682,7 +701,9 @@ def _run_int8(variant: Variant, seed: int, iters: int, run_dir: str,
     quantized = sum(state[k].numel() for k in weights)
     channels = sum(state[k].shape[axis] for k, axis in weights.items())
     params = count_params(model).stored
-    return dict(variant=variant.name, seed=seed, iters=iters,
+    finetuned = {key: src['result'][key] for key in ('finetune_iters',)
+                 if src['result'].get(key)}  # the source's schedule, shown
+    return dict(variant=variant.name, seed=seed, iters=iters, **finetuned,
                 widen=variant.widen, source=variant.source, params=params,
                 effective=effective_params(params, quantized, channels),
                 bytes=os.path.getsize(out), mAP=map_of(test_dir),
@@ -735,7 +756,9 @@ def _run_finetuned(variant: Variant, seed: int, iters: int, run_dir: str,
                   **{key: final_loss(train_dir, key) for key in LOSSES},
                   bytes=save_atomic(state['state_dict'], fp32),
                   flops=count_flops(model), compression=report['settings'])
-    for path in (checkpoint, fp32, os.path.join(compressed, 'checkpoint.pth')):
+    # A point others start from keeps its float weights, as _run_trained's.
+    for path in (checkpoint, os.path.join(compressed, 'checkpoint.pth')) + (
+            () if variant.name in SOURCES else (fp32,)):
         os.remove(path)
     return result
 
@@ -760,13 +783,12 @@ def _typical(values: list):
     return round(mean) if all(isinstance(v, int) for v in values) else mean
 
 
-def _schedule(run: dict) -> str:
+def _schedule(variant: Variant, run: dict) -> str:
     """Training iterations of a run, as the table shows them."""
+    text = str(run.get('iters', '-'))
     if run.get('finetune_iters'):
-        return f'{run["iters"]} + {run["finetune_iters"]}'
-    if run.get('source'):
-        return f'{run["iters"]}, then int8'
-    return str(run.get('iters', '-'))
+        text += f' + {run["finetune_iters"]}'
+    return text + (', then int8' if variant.compress == 'int8' else '')
 
 
 def summarize(variants: List[Variant], results: List[dict]) -> List[dict]:
@@ -783,7 +805,7 @@ def summarize(variants: List[Variant], results: List[dict]) -> List[dict]:
                     params=_typical([r['params'] for r in runs]),
                     s_iter=statistics.median(times) if times else None,
                     flops=_typical(flops) if flops else None,
-                    schedule=_schedule(runs[0]))
+                    schedule=_schedule(v, runs[0]))
         for key in LOSSES:
             losses = [r[key] for r in runs if r.get(key) is not None]
             base[key] = statistics.mean(losses) if losses else None
@@ -890,7 +912,8 @@ METHOD_STYLES = {
     'FS': ('tab:red', 's'), 'FS-WQ': ('tab:orange', 'v'),
     'dense': ('tab:blue', 'o'), 'dense int8': ('tab:cyan', '^'),
     'BSF': ('tab:purple', 'P'), 'KSE': ('tab:green', 'D'),
-    'LRF': ('tab:brown', 'X'), 'DFSNet': ('tab:pink', '*'),
+    'LRF': ('tab:brown', 'X'), 'LRF int8': ('tab:olive', '<'),
+    'DFSNet': ('tab:pink', '*'),
     'DFSNet-WQ': ('tab:gray', 'p'),
 }
 
@@ -1033,7 +1056,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--compare', action='store_true',
                         help='issue 22\'s comparison: FS, FS-WQ, dense and '
                         'thin dense (fp32 and int8), BSF at three sizes, KSE '
-                        'and LRF; its table and plots go to '
+                        'and LRF (and LRF in int8); its table and plots go to '
                         'docs/accuracy/compare')
     parser.add_argument('--list', action='store_true',
                         help='print every variant with a one-line '

@@ -109,11 +109,12 @@ def test_quick_compare_int8_bsf_lrf_rows(quick_run):
     rows = {r['name']: r for r in report['rows']}
     assert set(rows) == {'dense-w0.25', 'fs-k3x1', 'fs-k3x1-wq',
                          'dense-as-fs-k3x1', 'dense-as-fs-k3x1-int8',
-                         'bsf-m64-d16', 'lrf-as-fs-k3x1'}
+                         'bsf-m64-d16', 'lrf-as-fs-k3x1', 'lrf-as-fs-k3x1-int8'}
     assert {n: r['method'] for n, r in rows.items()} == {
         'dense-w0.25': 'dense', 'fs-k3x1': 'FS', 'fs-k3x1-wq': 'FS-WQ',
         'dense-as-fs-k3x1': 'dense', 'dense-as-fs-k3x1-int8': 'dense int8',
-        'bsf-m64-d16': 'BSF', 'lrf-as-fs-k3x1': 'LRF'}
+        'bsf-m64-d16': 'BSF', 'lrf-as-fs-k3x1': 'LRF',
+        'lrf-as-fs-k3x1-int8': 'LRF int8'}
     assert report['finetune_iters'] == 2
     assert all(0 <= r['mAP'] <= 1 and r['flops'] > 0 for r in rows.values())
     runs = {r['variant']: r for r in report['runs']}
@@ -166,12 +167,41 @@ def test_quick_compare_int8_bsf_lrf_rows(quick_run):
     assert cfg.param_scheduler[1]['eta_min'] == 1e-5
     assert cfg.load_from == str(run_dir / 'compressed' / 'checkpoint.pth')
 
+    # int8 of LRF's fine-tuned weights (kept: another point starts there).
+    lrf_int8 = rows['lrf-as-fs-k3x1-int8']
+    assert (run_dir / 'weights_fp32.pth').is_file()
+    assert runs['lrf-as-fs-k3x1-int8']['mAP_source'] == lrf['mAP']
+    assert lrf_int8['schedule'] == '2 + 2, then int8'
+    assert (lrf_int8['params'], lrf_int8['flops']) == (lrf['params'],
+                                                       lrf['flops'])
+    assert lrf['bytes'] / 4 < lrf_int8['bytes'] < lrf['bytes'] / 2
+
     text = (docs / 'results.md').read_text()
     assert text.startswith('| method | model | # params |')
     assert 'Pareto front; rows at <= its bytes' in text
     assert '| LRF | LRF pruning' in text and '| 2 + 2 |' in text
     for plot in ('map_vs_bytes.png', 'map_vs_flops.png'):
         assert (docs / plot).stat().st_size > 10_000
+
+    # A fine-tuned source that finished without its weights (a run from
+    # before they were kept) is compressed and fine-tuned again for the int8
+    # point, under retrain/; its row keeps the first run's result.
+    (run_dir / 'weights_fp32.pth').unlink()
+    int8_dir = work / 'lrf-as-fs-k3x1-int8' / 'seed0'
+    (int8_dir / 'result.json').unlink()
+    result = run_tool('benchmarks/bench_accuracy.py', '--quick', '--compare',
+                      '--work-dir', work, timeout=1200)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert ('lrf-as-fs-k3x1 seed 0 finished without its weights: compressing '
+            'and fine-tuning it again') in result.stdout
+    assert result.stdout.count('(done, skipped)') == 6
+    assert (run_dir / 'weights_fp32.pth').is_file()
+    assert (run_dir / 'retrain' / 'compressed' / 'report.json').is_file()
+    log = (int8_dir / 'log.txt').read_text()
+    assert str(run_dir / 'retrain' / 'config.py') in log.split(
+        '$ tools/quantize_int8.py')[-1].splitlines()[0]
+    rerun = json.loads((int8_dir / 'result.json').read_text())
+    assert rerun['mAP_source'] == lrf['mAP']  # the row's run
 
 
 def test_bad_arguments_are_refused(tmp_path):
@@ -222,7 +252,7 @@ def test_compare_is_issue_22_set(bench):
     methods = {n: bench.method_of(bench.VARIANTS[n]) for n in bench.COMPARE}
     assert sorted(methods.values()) == sorted(
         ['FS', 'dense', 'dense', 'dense int8', 'dense int8', 'BSF', 'BSF',
-         'BSF', 'KSE', 'LRF'])
+         'BSF', 'KSE', 'LRF', 'LRF int8'])
     v = bench.VARIANTS
     assert v['fs-k3x1-interleave'].pred_interleave  # the configs' recipe
     assert (v['dense-w0.25-int8'].source, v['dense-as-fs-k3x1-int8'].source) \
@@ -231,7 +261,9 @@ def test_compare_is_issue_22_set(bench):
         'dense-w0.25'}
     assert all(bench.VARIANTS[n].matches == 'fs-k3x1'
                for n in ('dense-as-fs-k3x1', 'kse-as-fs-k3x1', 'lrf-as-fs-k3x1'))
-    assert bench.SOURCES == {'dense-w0.25', 'dense-as-fs-k3x1'}
+    assert v['lrf-as-fs-k3x1-int8'].source == 'lrf-as-fs-k3x1'
+    assert bench.SOURCES == {'dense-w0.25', 'dense-as-fs-k3x1',
+                             'lrf-as-fs-k3x1'}
     # Points made from another run after it; costs in training iterations.
     assert [bench.cost(v[n], 750, 250) for n in (
         'dense-w0.25', 'dense-w0.25-int8', 'kse-as-fs-k3x1')] == [750, 0, 250]
