@@ -247,6 +247,12 @@ def _expected_map(source: str, variant: str, wq: bool, iters: int
     return row['mAP'], row['std'] if row['seeds'] > 1 else None, row['seeds'], 'CPU'
 
 
+#: Two runs of one model write files that differ by a multiple of 64 bytes:
+#: the checkpoint's metadata (run name, time, source file name) changes the
+#: pickle's length and torch.save aligns every tensor record to 64 bytes.
+BYTES_SLACK = 256
+
+
 def demo_table_errors(markdown: str) -> List[str]:
     """Differences between the README's demo-scale table and its results files."""
     header, rows = table_after(markdown, DEMO_HEADING)
@@ -271,7 +277,8 @@ def demo_table_errors(markdown: str) -> List[str]:
             for key, name in (('params', 'params'),
                               ('effective', 'effective params (WQ)'),
                               ('bytes', 'checkpoint bytes')):
-                if _int(row[col[name]]) != data[key]:
+                slack = BYTES_SLACK if key == 'bytes' else 0
+                if abs(_int(row[col[name]]) - data[key]) > slack:
                     errors.append(f'{variant_cell} {name}: README '
                                   f'{row[col[name]]}, {source} {data[key]:,.0f}')
         for i, iters in map_cols:
@@ -367,6 +374,7 @@ def test_full_scale_table_matches_results_files():
 @pytest.mark.parametrize('old, new, check', [
     ('| 230,026 | 60,922 | 276,833 |', '| 230,026 | 60,923 | 276,833 |',
      demo_table_errors),
+    ('| 60,922 | 276,833 |', '| 60,922 | 277,833 |', demo_table_errors),
     ('[0.533 +- 0.062]', '[0.534 +- 0.062]', demo_table_errors),
     ('[0.760 +- 0.022](docs/accuracy/iters1500/results.json) (3 seeds',
      '[0.760 +- 0.022](docs/accuracy/iters1500/results.json) (2 seeds',
