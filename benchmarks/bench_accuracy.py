@@ -1189,7 +1189,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                  f'This invocation: {elapsed / 60:.1f} min (finished runs are '
                  f'skipped).\n'))
     counts = sorted({r['seeds'] for r in rows})
-    title = (f'Measured on the demo data: {iters} iterations, batch 8, AdamW; '
+    title = (f'Measured on the demo data: {iters} iterations, batch 8, AdamW;\n'
              f'mean +- std over '
              + ('/'.join(map(str, counts)) if counts else '0') + ' seeds'
              + (' (the table gives each row\'s)' if len(counts) > 1 else ''))
