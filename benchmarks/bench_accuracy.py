@@ -63,9 +63,10 @@ from typing import Callable, Dict, List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fsnet_mmdet.tools.pipeline import (last_checkpoint, map_of, schedule_text,  # noqa: E402
-                                        run_tool, seconds_per_iteration,
-                                        training_records, write_json_atomic)
+from fsnet_mmdet.tools.pipeline import (map_of, run_tool, schedule_text,  # noqa: E402
+                                        seconds_per_iteration,
+                                        train_resumable, training_records,
+                                        write_json_atomic)
 
 DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo', 'fsnet_ssd300_demo.py')
 BF16_DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo',
@@ -583,11 +584,7 @@ def _run_trained(variant: Variant, seed: int, iters: int, run_dir: str,
     train_dir = os.path.join(run_dir, 'train')
     config = write_config(os.path.join(run_dir, 'config.py'),
                           config_text(variant, seed, iters, data_root))
-    resume = ['--resume'] if os.path.exists(
-        os.path.join(train_dir, 'last_checkpoint')) else []
-    run_tool('tools/train.py', config, '--work-dir', train_dir, *resume,
-             log=log, what=what)
-    checkpoint = last_checkpoint(train_dir)
+    checkpoint = train_resumable(config, train_dir, log=log, what=what)
     tested = checkpoint
     if _is_bsf(variant):  # what ships: packed sign bits (same outputs)
         from fsnet_mmdet.tools.baseline_checkpoints import compress_bsf_main
@@ -665,14 +662,10 @@ def source_run(source: Variant, seed: int, iters: int, work: str,
                 what), finetune_iters, log, what)
             os.replace(os.path.join(retrain, 'weights_fp32.pth'), weights)
         else:
-            again = write_config(os.path.join(retrain, 'config.py'),
-                                 config_text(source, seed, iters, data_root))
-            train_dir = os.path.join(retrain, 'train')
-            resume = ['--resume'] if os.path.exists(
-                os.path.join(train_dir, 'last_checkpoint')) else []
-            run_tool('tools/train.py', again, '--work-dir', train_dir,
-                     *resume, log=log, what=what)
-            checkpoint = last_checkpoint(train_dir)
+            checkpoint = train_resumable(
+                write_config(os.path.join(retrain, 'config.py'),
+                             config_text(source, seed, iters, data_root)),
+                os.path.join(retrain, 'train'), log=log, what=what)
             state = torch.load(checkpoint, map_location='cpu',
                                weights_only=False)
             save_atomic(state['state_dict'], weights)
@@ -701,9 +694,9 @@ def _run_int8(variant: Variant, seed: int, iters: int, run_dir: str,
     quantized = sum(state[k].numel() for k in weights)
     channels = sum(state[k].shape[axis] for k, axis in weights.items())
     params = count_params(model).stored
-    finetuned = {key: src['result'][key] for key in ('finetune_iters',)
-                 if src['result'].get(key)}  # the source's schedule, shown
-    return dict(variant=variant.name, seed=seed, iters=iters, **finetuned,
+    finetuned = src['result'].get('finetune_iters')  # the source's, shown
+    return dict(variant=variant.name, seed=seed, iters=iters,
+                **({'finetune_iters': finetuned} if finetuned else {}),
                 widen=variant.widen, source=variant.source, params=params,
                 effective=effective_params(params, quantized, channels),
                 bytes=os.path.getsize(out), mAP=map_of(test_dir),
@@ -734,11 +727,7 @@ def _run_finetuned(variant: Variant, seed: int, iters: int, run_dir: str,
         os.path.join(compressed, 'config.py'), variant.label, seed,
         finetune_iters))
     train_dir = os.path.join(run_dir, 'train')
-    resume = ['--resume'] if os.path.exists(
-        os.path.join(train_dir, 'last_checkpoint')) else []
-    run_tool('tools/train.py', config, '--work-dir', train_dir, *resume,
-             log=log, what=what)
-    checkpoint = last_checkpoint(train_dir)
+    checkpoint = train_resumable(config, train_dir, log=log, what=what)
     test_dir = os.path.join(run_dir, 'test')
     run_tool('tools/test.py', config, checkpoint, '--work-dir', test_dir,
              log=log, what=what)

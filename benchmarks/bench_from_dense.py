@@ -46,9 +46,9 @@ from typing import Dict, List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fsnet_mmdet.tools.pipeline import (last_checkpoint, map_of, schedule_text,  # noqa: E402
-                                        run_tool, seconds_per_iteration,
-                                        write_json_atomic)
+from fsnet_mmdet.tools.pipeline import (map_of, run_tool, schedule_text,  # noqa: E402
+                                        seconds_per_iteration,
+                                        train_resumable, write_json_atomic)
 
 DEMO = os.path.join(ROOT, 'configs', 'demo')
 
@@ -184,11 +184,8 @@ class Steps:
         run_tool(*args, log=self.log, what=self.what)
 
     def train(self, cfg: str, name: str, *options: str) -> str:
-        work = os.path.join(self.run, name)
-        resume = ['--resume'] if os.path.exists(
-            os.path.join(work, 'last_checkpoint')) else []
-        self.tool('tools/train.py', cfg, '--work-dir', work, *resume, *options)
-        return last_checkpoint(work)
+        return train_resumable(cfg, os.path.join(self.run, name), *options,
+                               log=self.log, what=self.what)
 
     def test(self, cfg: str, checkpoint: str, name: str) -> float:
         work = os.path.join(self.run, name)

@@ -79,6 +79,17 @@ def last_checkpoint(train_dir: str) -> str:
         return f.read().strip()
 
 
+def train_resumable(config: str, train_dir: str, *options: str,
+                    log: Optional[str] = None, what: str = 'step') -> str:
+    """``tools/train.py config --work-dir train_dir [options]``, resuming
+    the run an interruption left there; returns its last checkpoint."""
+    resume = ['--resume'] if os.path.exists(
+        os.path.join(train_dir, 'last_checkpoint')) else []
+    run_tool('tools/train.py', config, '--work-dir', train_dir, *resume,
+             *options, log=log, what=what)
+    return last_checkpoint(train_dir)
+
+
 def schedule_text(seed: int, iters: int, warmup: int, start_factor: float,
                   eta_min: float, data_root: Optional[str] = None) -> str:
     """Config lines of a generated benchmark run: its seed, an ``iters``-long
