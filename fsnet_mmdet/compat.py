@@ -33,6 +33,13 @@ still needed, so newer releases that fix the problem upstream are left alone.
    dataset with its own classes was reported as aeroplane, bicycle, ... We
    evaluate such a dataset under its own class names (the AP values do not
    depend on the names; only the table's labels change).
+6. mmcv ops under bfloat16 autocast on the CPU. mmcv 2.1.0's CPU kernels of
+   ``nms`` and ``roi_align`` take float32 only, so a two-stage detector
+   trained with :class:`~fsnet_mmdet.optim.BF16OptimWrapper` (the RPN's
+   proposals, the RoI features) fails with "expected scalar type Float but
+   found BFloat16". Under CPU autocast those two ops run in float32 (and
+   ``RoIAlign`` returns its input's dtype, which the RoI extractor writes
+   into); without autocast, unchanged.
 """
 from __future__ import annotations
 
@@ -277,6 +284,20 @@ def _patch_runner_checkpoints() -> None:
     _wrap(Runner, 'load_checkpoint', _load_naming_file)
 
 
+def _nms_float32_under_cpu_autocast(original):
+    return torch.amp.custom_fwd(original, device_type='cpu',
+                                cast_inputs=torch.float32)
+
+
+def _roi_align_float32_under_cpu_autocast(original):
+    def forward(self, input, rois):
+        if not (input.device.type == 'cpu' and torch.is_autocast_enabled('cpu')):
+            return original(self, input, rois)
+        with torch.autocast('cpu', enabled=False):
+            return original(self, input.float(), rois.float()).to(input.dtype)
+    return forward
+
+
 def apply_patches() -> None:
     """Apply every fix above that the installed versions still need."""
     from mmengine.utils import digit_version
@@ -292,3 +313,7 @@ def apply_patches() -> None:
     from mmdet.evaluation import VOCMetric
     _wrap(VOCMetric, 'compute_metrics', _voc_metric_own_classes)
     _patch_runner_checkpoints()
+    from mmcv.ops import RoIAlign
+    from mmcv.ops.nms import NMSop
+    _wrap(NMSop, 'forward', _nms_float32_under_cpu_autocast)
+    _wrap(RoIAlign, 'forward', _roi_align_float32_under_cpu_autocast)

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .functional import DEFAULT_SEGMENT_RATIO, segment_index, segment_stride
+from .functional import (DEFAULT_SEGMENT_RATIO, interleave_order,
+                         segment_index, segment_stride)
 from .summary_layer import SummaryWeightMixin
 
 
@@ -34,6 +35,10 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
             ``s = ceil(in_features / ratio)``.
         stride: s, an explicit offset between rows (1 <= s <= in_features)
             instead of ``ratio``.
+        interleave: g, dividing ``out_features``: rows ``k`` and ``k + g``
+            are neighbouring segments of the summary (default 1: ``k`` and
+            ``k + 1``); for a predictor whose outputs come in groups of g (a
+            class-specific box regressor's 4 deltas per class).
         dfs_radius: Differentiable FSNet (default 0: off): learn each row's
             segment start among its grid start and the starts up to this many
             elements away (as :class:`~fsnet_mmdet.fsconv.FSConv`).
@@ -52,15 +57,22 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
                  *,
                  ratio: float = DEFAULT_SEGMENT_RATIO,
                  stride: int | None = None,
+                 interleave: int = 1,
                  dfs_radius: int = 0,
                  dfs_prior: float = 0.0,
                  grad_reduction: str = 'mean',
                  wq: bool = False) -> None:
         self.stride = segment_stride(in_features, ratio, stride)
+        if (not isinstance(interleave, int) or interleave < 1
+                or out_features % interleave):
+            raise ValueError(f'interleave must be a positive integer dividing '
+                             f'out_features={out_features}, got {interleave!r}')
+        self.interleave = interleave
         super().__init__(in_features, out_features, bias, device='meta',
                          dtype=dtype)
         self._init_summary((out_features * self.stride,),
-                           segment_index(out_features, in_features, self.stride),
+                           segment_index(out_features, in_features, self.stride)[
+                               interleave_order(out_features, interleave)],
                            out_features if bias else None, grad_reduction, wq,
                            dfs_radius=dfs_radius, dfs_prior=dfs_prior,
                            device=device, dtype=dtype)
@@ -100,4 +112,6 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
         return (f'{super().extra_repr()}, stride={self.stride}, '
                 f'summary={tuple(self.summary.shape)}, ratio={self.ratio:.2f}, '
                 f'grad_reduction={self.grad_reduction}'
+                + (f', interleave={self.interleave}' if self.interleave > 1
+                   else '')
                 + self._dfs_repr() + (', wq=True' if self.wq else ''))

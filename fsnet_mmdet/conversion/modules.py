@@ -24,6 +24,7 @@ from torch import nn
 from ..fsconv import FSConv
 from ..fslinear import FSLinear
 from ..summary_layer import SummaryWeightMixin
+from .predictors import PREDICTOR_ORDERS, find_predictors
 
 #: The model-config key that :func:`install_build_hook` consumes.
 FS_CONVERT_KEY = 'fs_convert'
@@ -49,6 +50,8 @@ class ConversionReport:
 
     converted: List[Tuple[str, str]] = field(default_factory=list)
     kept_dense: List[Tuple[str, str]] = field(default_factory=list)
+    interleaved: List[Tuple[str, int]] = field(default_factory=list)
+    grid_order: List[str] = field(default_factory=list)
 
     def summary(self) -> str:
         convs = sum(t != 'FSLinear' for _, t in self.converted)
@@ -58,6 +61,15 @@ class ConversionReport:
                  f'linear layers made {kinds}; {len(self.kept_dense)} kept as '
                  f'they were']
         lines += [f'  kept: {name} ({why})' for name, why in self.kept_dense]
+        if self.interleaved:
+            lines.append('  predictors interleaved (the same output of '
+                         'neighbouring priors shares the summary): ' + ', '.join(
+                             f'{name} (g={g})' for name, g in self.interleaved))
+        if self.grid_order:
+            lines.append('  predictors left in plain grid order (a head '
+                         'fs_convert does not know, or predictor_order='
+                         "'grid'; set a rule's interleave to order them): "
+                         + ', '.join(self.grid_order))
         return '\n'.join(lines)
 
 
@@ -124,7 +136,8 @@ def convert_to_fs(model: nn.Module,
                   exclude: Sequence[str] = (),
                   conv: Optional[dict] = None,
                   linear: Optional[dict] = None,
-                  rules: Sequence[dict] = ()) -> ConversionReport:
+                  rules: Sequence[dict] = (),
+                  predictor_order: str = 'auto') -> ConversionReport:
     """Replace, in place, the model's conv and linear layers by FS layers.
 
     Every ``nn.Conv2d`` with ``groups=1`` whose module name matches an
@@ -146,15 +159,24 @@ def convert_to_fs(model: nn.Module,
         rules: per-pattern options, ``dict(pattern='bbox_head.*', k3=2)``;
             the first rule whose pattern matches a layer's name updates that
             layer's options (conv or linear).
+        predictor_order: ``'auto'`` (default): the class / box predictors of
+            every head :mod:`~fsnet_mmdet.conversion.predictors` knows get
+            the ``interleave`` of their outputs per prior (RetinaHead's
+            ``retina_cls`` ``C``, ``retina_reg`` 4, ...), unless a rule sets
+            ``interleave``; ``'grid'``: every layer in grid order (as
+            before this option; for checkpoints trained that way).
 
     Returns:
         The :class:`ConversionReport`.
 
     Raises:
         ValueError: a pattern (include, exclude or rule) that matches no
-            layer; an option a layer cannot take (names the module); nothing
-            is replaced then.
+            layer; an option a layer cannot take (names the module); an
+            unknown ``predictor_order``; nothing is replaced then.
     """
+    if predictor_order not in PREDICTOR_ORDERS:
+        raise ValueError(f'fs_convert: predictor_order must be one of '
+                         f'{PREDICTOR_ORDERS}, got {predictor_order!r}')
     conv_types, linear_types = _dense_types()
     include, exclude = _pattern_list('include', include), _pattern_list(
         'exclude', exclude)
@@ -174,6 +196,8 @@ def convert_to_fs(model: nn.Module,
                     f'or linear layer of {type(model).__name__}; its layers '
                     f'are named like {sorted(candidates)[:3]}')
 
+    predictors, unknown = find_predictors(model)
+    orders = {p.name: p.interleave for p in predictors}
     report, new = ConversionReport(), {}
     for name, layer in candidates.items():
         if not _matches(name, include) or _matches(name, exclude):
@@ -196,6 +220,15 @@ def convert_to_fs(model: nn.Module,
                     None)
         if rule:
             options.update({k: v for k, v in rule.items() if k != 'pattern'})
+        if (orders.get(name, 1) > 1 and 'interleave' not in options
+                and options.get('type', 'FSConv') == 'FSConv'):
+            if predictor_order == 'auto':
+                options['interleave'] = orders[name]
+                report.interleaved.append((name, orders[name]))
+            else:
+                report.grid_order.append(name)
+        elif name in unknown:
+            report.grid_order.append(name)
         try:
             new[name] = _replacement(layer, options)
         except (TypeError, ValueError) as err:
@@ -224,7 +257,7 @@ def _build_with_fs_convert(original):
         except TypeError as err:  # an unknown key of the fs_convert dict
             raise ValueError(
                 f'{FS_CONVERT_KEY}: {err}; allowed keys: include, exclude, '
-                f'conv, linear, rules') from None
+                f'conv, linear, rules, predictor_order') from None
         from mmengine.logging import print_log
         print_log(report.summary(), logger='current')
         return model

@@ -221,7 +221,8 @@ def weight_program(layer: SummaryWeightMixin) -> WeightProgram:
     index = layer.index.long().cpu()
     shape, summary_shape = tuple(index.shape), tuple(layer.summary.shape)
     geometry = getattr(layer, 'geometry', None)
-    groups = geometry.interleave if geometry is not None else 1
+    groups = (geometry.interleave if geometry is not None else
+              getattr(layer, 'interleave', 1))  # FSLinear
     candidates = []
     if len(summary_shape) == 3 and geometry is not None:
         (k1, k2, k3), (x, y, z) = geometry.sampling, geometry.strides

@@ -1,0 +1,104 @@
+"""The detector recipes of configs/demo/ and their FS twins (issue 31)."""
+import importlib.util
+import math
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import ROOT, build_detector, load_config
+from fsnet_mmdet import FSConv, FSLinear, count_params
+
+DEMO = ROOT / 'configs' / 'demo'
+#: FS twin -> (dense config, {predictor pattern: interleave}).
+TWINS = {
+    'fsnet_retinanet_r18_fpn_demo.py': (
+        'retinanet_r18_fpn_demo.py',
+        {'bbox_head.retina_cls': 6, 'bbox_head.retina_reg': 4}),
+    'fsnet_faster-rcnn_r18_fpn_demo.py': (
+        'faster-rcnn_r18_fpn_demo.py',
+        {'rpn_head.rpn_reg': 4, 'roi_head.bbox_head.fc_reg': 4}),
+    'fsnet_rtmdet_tiny_demo.py': ('rtmdet_tiny_demo.py', {}),
+}
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location(
+        'bench_detectors', ROOT / 'benchmarks' / 'bench_detectors.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('twin', sorted(TWINS))
+def test_fs_twin_is_the_dense_recipe_with_fs_layers(twin):
+    dense_name, interleaved = TWINS[twin]
+    dense = build_detector(load_config(DEMO / dense_name))
+    fs = build_detector(load_config(DEMO / twin))
+    assert count_params(fs).dense == count_params(dense).stored
+    assert count_params(fs).stored < count_params(dense).stored / 3
+    fs_modules = dict(fs.named_modules())
+    for name, module in dense.named_modules():
+        if type(module) in (nn.Conv2d, nn.Linear) and getattr(
+                module, 'groups', 1) == 1:
+            if isinstance(module, nn.Linear) and 'linear' not in str(
+                    load_config(DEMO / twin).model.fs_convert):
+                continue
+            assert isinstance(fs_modules[name], (FSConv, FSLinear)), name
+    layers = {n: m for n, m in fs_modules.items()
+              if isinstance(m, (FSConv, FSLinear))}
+    for name, layer in layers.items():
+        g = (layer.geometry.interleave if isinstance(layer, FSConv)
+             else layer.interleave)
+        assert g == interleaved.get(name, 1), name
+
+
+def test_init_reaches_the_summaries_and_the_prior_bias_of_fs_retinanet():
+    """RetinaHead's init_cfg (Normal std 0.01, bias_prob 0.01 on retina_cls)
+    lands on the FS head: extracted filters with std 0.01, the prior bias."""
+    torch.manual_seed(0)
+    model = build_detector(load_config(DEMO / 'fsnet_retinanet_r18_fpn_demo.py'))
+    head = model.bbox_head
+    prior = -math.log((1 - 0.01) / 0.01)
+    torch.testing.assert_close(head.retina_cls.bias,
+                               torch.full_like(head.retina_cls.bias, prior))
+    for layer in (head.retina_cls, head.retina_reg, head.cls_convs[0].conv):
+        assert isinstance(layer, FSConv)
+        std = layer.filters().std().item()
+        assert 0.008 < std < 0.012, std  # the summary holds Normal(0, 0.01)
+        assert abs(layer.summary.std().item() - 0.01) < 0.002
+
+
+def test_thin_variant_config_and_results_table(tmp_path):
+    bench = _bench()
+    det = bench.DETECTORS['retinanet']
+    text = bench.config_text(det, 'thin', 1, 20, str(tmp_path), width=0.5)
+    path = tmp_path / 'thin.py'
+    path.write_text(text)
+    cfg = load_config(path)
+    assert cfg.model.neck.out_channels == 32
+    assert cfg.model.bbox_head.norm_cfg.num_groups == 8  # 4 channels each
+    assert cfg.randomness.seed == 1 and cfg.train_cfg.max_iters == 20
+    fs = load_config(_write(tmp_path / 'fs.py', bench.config_text(
+        det, 'fs-grid', 0, 20, str(tmp_path), wq=True)))
+    assert fs.model.fs_convert == dict(predictor_order='grid',
+                                       conv=dict(wq=True))
+    runs = [dict(detector='retinanet', variant=v, seed=s, iters=20,
+                 params=p, mAP=m, s_iter=0.5, **extra)
+            for v, s, p, m, extra in (
+                ('fs', 0, 10, 0.5, dict(mAP_wq=0.4)),
+                ('fs', 1, 10, 0.7, dict(mAP_wq=0.6)),
+                ('dense', 0, 80, 0.6, {}))]
+    rows = bench.summarize(runs)
+    assert [(r['variant'], round(r['mAP'], 3)) for r in rows] == [
+        ('dense', 0.6), ('fs', 0.6), ('fs-wq', 0.5)]
+    assert abs(rows[1]['std'] - 0.1414) < 1e-3
+    assert '| retinanet | FS (fs_convert), WQ | 10 | 20 | 0.50 | 0.500 +- ' \
+        '0.141 | 2 (0.400, 0.600) |' in bench.table(rows)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
