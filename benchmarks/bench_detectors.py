@@ -33,7 +33,8 @@ from typing import Callable, Dict, List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fsnet_mmdet.tools.pipeline import (map_of, run_tool, schedule_text,  # noqa: E402
+from fsnet_mmdet.tools.pipeline import (map_of, quantize_and_test,  # noqa: E402
+                                        run_tool, schedule_text,
                                         seconds_per_iteration,
                                         train_resumable, write_json_atomic)
 
@@ -194,13 +195,9 @@ def run_one(detector: Detector, variant: str, seed: int, iters: int,
     if VARIANTS[variant][1]:
         wq_config = _write(os.path.join(run_dir, 'config_wq.py'), config_text(
             detector, variant, seed, iters, data_root, wq=True))
-        wq_path = os.path.join(run_dir, 'weights_wq.pth')
-        run_tool('tools/quantize.py', config, checkpoint, wq_path, log=log,
-                 what=what)
-        wq_dir = os.path.join(run_dir, 'test_wq')
-        run_tool('tools/test.py', wq_config, wq_path, '--work-dir', wq_dir,
-                 log=log, what=what)
-        result.update(mAP_wq=map_of(wq_dir), bytes_wq=os.path.getsize(wq_path))
+        mAP_wq, bytes_wq = quantize_and_test(config, wq_config, checkpoint,
+                                             run_dir, log=log, what=what)
+        result.update(mAP_wq=mAP_wq, bytes_wq=bytes_wq)
     result['bytes'] = os.path.getsize(checkpoint)
     result['wall_s'] = time.time() - start
     os.remove(checkpoint)  # keep results, not weights

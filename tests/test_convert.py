@@ -178,18 +178,27 @@ def test_unknown_fs_convert_key_is_refused():
         build_detector(cfg)
 
 
-@pytest.mark.parametrize('config,stored,dense,kept', [
-    ('configs/fsnet_retinanet_r50_fpn_voc.py', 3_930_712, 36_723_992, 0),
-    ('configs/fsnet_faster-rcnn_r50_fpn_voc.py', 4_641_620, 41_445_556, 0),
-    ('configs/fsnet_rtmdet-tiny_coco.py', 607_740, 4_896_168, 8),  # depthwise
+@pytest.mark.parametrize('config,stored,dense,kept,interleaved', [
+    ('configs/fsnet_retinanet_r50_fpn_voc.py', 3_930_712, 36_723_992, 0,
+     {'bbox_head.retina_cls': 20, 'bbox_head.retina_reg': 4}),
+    ('configs/fsnet_faster-rcnn_r50_fpn_voc.py', 4_641_620, 41_445_556, 0,
+     {'rpn_head.rpn_reg': 4, 'roi_head.bbox_head.fc_reg': 4}),
+    ('configs/fsnet_rtmdet-tiny_coco.py', 607_740, 4_896_168, 8,  # depthwise
+     {}),  # one prior per location: grid order
 ])
-def test_detectors_switched_by_fs_convert(config, stored, dense, kept, tmp_path):
+def test_detectors_switched_by_fs_convert(config, stored, dense, kept,
+                                          interleaved, tmp_path):
     from fsnet_mmdet import count_params
     from mmdet.apis import inference_detector, init_detector
     cfg = load_config(ROOT / config)
     model = build_detector(cfg)
     report = count_params(model)
     assert (report.stored, report.dense) == (stored, dense)
+    # fs_convert alone orders the predictors (issue 31).
+    orders = {n: (m.geometry.interleave if isinstance(m, FSConv) else
+                  m.interleave) for n, m in model.named_modules()
+              if isinstance(m, (FSConv, FSLinear))}
+    assert {n: g for n, g in orders.items() if g > 1} == interleaved
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     dense_left = [m for m in layers if not isinstance(m, (FSConv, FSLinear))]
     assert len(dense_left) == kept and all(m.groups > 1 for m in dense_left)

@@ -151,6 +151,7 @@ LAYERS = {
     'grid C=3, dilation': lambda: FSConv(3, 16, 3, padding=2, dilation=2),
     'segment conv': lambda: FSConv(16, 24, 3, layout='1d', interleave=4),
     'segment linear': lambda: FSLinear(40, 12),
+    'segment linear, interleave': lambda: FSLinear(40, 12, interleave=4),
     'block DFSNet conv': lambda: _dfs_moved(FSConv(32, 16, 3, dfs_radius=1)),
     'block DFSNet linear': lambda: _dfs_moved(FSLinear(24, 10, dfs_radius=2)),
 }

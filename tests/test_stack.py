@@ -105,7 +105,8 @@ def test_corrupt_checkpoint_names_file(tmp_path, content):
 def test_cpu_distributed_init_without_cuda(monkeypatch):
     from mmengine.dist import utils
 
-    assert not torch.cuda.is_available()
+    # The CPU path, on a GPU machine too (where test_cuda runs).
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert any(k.startswith('fsnet_patched_') and k.endswith('_init_dist_pytorch_cpu')
                for k in vars(utils._init_dist_pytorch))
     with pytest.raises(ValueError, match="use backend='gloo'"):

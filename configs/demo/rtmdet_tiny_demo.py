@@ -1,13 +1,12 @@
 # RTMDet-tiny on the demo data, trained from scratch on a 2-core CPU: mmdet's
 # rtmdet_tiny_8xb32-300e_coco.py model (CSPNeXt, CSPNeXtPAFPN, RTMDetSepBNHead;
 # written out here: mmdet keeps RTMDet's model and its COCO data in one file)
-# at two thirds of tiny's width (widen 0.25 against 0.375), 320 x 320 images
-# (tiny: 640) without Mosaic / MixUp, BN instead of SyncBN, no EMA, and the
-# demo schedule (_base_/demo_schedule.py). Its FS twin:
+# at two thirds of tiny's width (widen 0.25 against 0.375), the demo's 300 x
+# 300 images padded to 320 (tiny: 640) without Mosaic / MixUp, BN instead of
+# SyncBN, no EMA, and the demo schedule (_base_/demo_schedule.py). Its FS twin:
 # fsnet_rtmdet_tiny_demo.py (fs_convert; depthwise convs stay dense).
 _base_ = ['./_base_/demo_data.py', './_base_/demo_schedule.py']
 
-image_size = (320, 320)
 norm = dict(type='BN')
 act = dict(type='SiLU', inplace=True)
 width = 0.25
@@ -16,7 +15,8 @@ model = dict(
     type='RTMDet',
     data_preprocessor=dict(
         type='DetDataPreprocessor', mean=[103.53, 116.28, 123.675],
-        std=[57.375, 57.12, 58.395], bgr_to_rgb=False, batch_augments=None),
+        std=[57.375, 57.12, 58.395], bgr_to_rgb=False, pad_size_divisor=32,
+        batch_augments=None),
     backbone=dict(
         type='CSPNeXt', arch='P5', expand_ratio=0.5, deepen_factor=0.167,
         widen_factor=width, channel_attention=True, norm_cfg=norm,
@@ -41,24 +41,6 @@ model = dict(
     test_cfg=dict(
         nms_pre=1000, min_bbox_size=0, score_thr=0.001,
         nms=dict(type='nms', iou_threshold=0.65), max_per_img=100))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=image_size, keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_size, keep_ratio=False),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                    'scale_factor'))
-]
-train_dataloader = dict(dataset=dict(dataset=dict(pipeline=train_pipeline)))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
 # mmdet's RTMDet recipe: no weight decay on norms and biases.
 optim_wrapper = dict(paramwise_cfg=dict(
     norm_decay_mult=0, bias_decay_mult=0, bypass_duplicate=True))

@@ -5,7 +5,7 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -88,6 +88,26 @@ def train_resumable(config: str, train_dir: str, *options: str,
     run_tool('tools/train.py', config, '--work-dir', train_dir, *resume,
              *options, log=log, what=what)
     return last_checkpoint(train_dir)
+
+
+def quantize_and_test(config: str, wq_config: str, checkpoint: str,
+                      run_dir: str, log: Optional[str] = None,
+                      what: str = 'step') -> Tuple[float, int]:
+    """FS-WQ of a trained run: ``tools/quantize.py`` writes
+    ``run_dir/weights_wq.pth`` from ``checkpoint``, ``tools/test.py`` tests it
+    with ``wq_config`` (the run's config with ``wq=True``) in
+    ``run_dir/test_wq``.
+
+    Returns:
+        (its mAP, the compressed checkpoint's bytes).
+    """
+    wq_path = os.path.join(run_dir, 'weights_wq.pth')
+    run_tool('tools/quantize.py', config, checkpoint, wq_path, log=log,
+             what=what)
+    wq_dir = os.path.join(run_dir, 'test_wq')
+    run_tool('tools/test.py', wq_config, wq_path, '--work-dir', wq_dir,
+             log=log, what=what)
+    return map_of(wq_dir), os.path.getsize(wq_path)
 
 
 def schedule_text(seed: int, iters: int, warmup: int, start_factor: float,
