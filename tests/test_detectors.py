@@ -85,6 +85,10 @@ def test_thin_variant_config_and_results_table(tmp_path):
         det, 'fs-grid', 0, 20, str(tmp_path), wq=True)))
     assert fs.model.fs_convert == dict(predictor_order='grid',
                                        conv=dict(wq=True))
+    both = load_config(_write(tmp_path / 'both.py', bench.config_text(
+        det, 'fs-nogn-grid', 0, 20, str(tmp_path))))
+    assert both.model.fs_convert == dict(predictor_order='grid')
+    assert both.model.bbox_head.norm_cfg is None
     runs = [dict(detector='retinanet', variant=v, seed=s, iters=20,
                  params=p, mAP=m, s_iter=0.5, **extra)
             for v, s, p, m, extra in (
@@ -102,3 +106,24 @@ def test_thin_variant_config_and_results_table(tmp_path):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def test_readme_and_docs_tables_are_the_benchmarks_results():
+    """The README's and docs/detectors.md's rows are lines of
+    docs/accuracy/detectors/results.md, which is the benchmark's table of the
+    runs in its results.json (every run naming detector, variant, seed, mAP)."""
+    import json
+    bench = _bench()
+    docs = ROOT / 'docs' / 'accuracy' / 'detectors'
+    runs = json.loads((docs / 'results.json').read_text())['runs']
+    assert runs and all({'detector', 'variant', 'seed', 'mAP'} <= set(r)
+                        for r in runs)
+    table = bench.table(bench.summarize(runs))
+    assert table in (docs / 'results.md').read_text()
+    lines = set(table.splitlines())
+    detectors = tuple(f'| {d} |' for d in bench.DETECTORS)
+    for page in ('README.md', 'docs/detectors.md'):
+        rows = [line for line in (ROOT / page).read_text().splitlines()
+                if line.startswith(detectors)]
+        assert rows, page
+        assert all(row in lines for row in rows), page

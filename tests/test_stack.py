@@ -151,3 +151,30 @@ def test_voc_metric_names_the_datasets_own_classes(monkeypatch):
     assert labels_seen[1] == 'voc'            # VOC's own names: mmdet's path
     assert own == voc > 0                      # the names change no number
     assert not set(voc_names) & set(labels_seen[0])
+
+
+def test_mmcv_nms_and_roi_align_run_under_cpu_bfloat16_autocast():
+    """A two-stage detector's proposal NMS and RoIAlign inside
+    BF16OptimWrapper's autocast: the float32 ops' results, in the input's
+    dtype, with a gradient."""
+    from mmcv.ops import RoIAlign, nms
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(50, 2, generator=g) * 80
+    boxes = torch.cat([xy, xy + 8 + torch.rand(50, 2, generator=g) * 30], 1)
+    scores = torch.rand(50, generator=g)
+    features = torch.randn(2, 8, 24, 24, generator=g)
+    rois = torch.tensor([[0, 2., 3., 60., 50.], [1, 10., 0., 90., 40.]])
+    align = RoIAlign(7, spatial_scale=0.25, sampling_ratio=2)
+    _, keep = nms(boxes, scores, 0.5)
+    expected = align(features.bfloat16().float(), rois)
+    inputs = features.bfloat16().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        _, keep_bf16 = nms(boxes.bfloat16(), scores, 0.5)
+        out = align(inputs, rois)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=1e-2)
+    out.float().sum().backward()
+    assert inputs.grad is not None and inputs.grad.abs().sum() > 0
+    # bfloat16 rounding of the boxes may reorder near-ties only
+    assert len(set(keep.tolist()) ^ set(keep_bf16.tolist())) <= 2
