@@ -395,7 +395,7 @@ def count(variant: Variant, work: str, data_root: str,
           state_dict: Optional[dict] = None):
     """ParamCounts of a variant's model (built from its generated config),
     with ``state_dict`` loaded (a DFSNet model counts as discretized)."""
-    from fsnet_mmdet.fsconv import count_params
+    from fsnet_mmdet.layers.fsconv import count_params
 
     return count_params(build(variant, work, data_root, state_dict))
 
@@ -578,8 +578,8 @@ def run_one(variant: Variant, seed: int, iters: int, work: str,
 def _run_trained(variant: Variant, seed: int, iters: int, run_dir: str,
                  data_root: str, log: str, what: str) -> dict:
     """Train, test (and quantize + test, or compress + test) one point."""
-    from fsnet_mmdet.quantization import save_atomic
-    from fsnet_mmdet.fsconv import count_params
+    from fsnet_mmdet.layers.wq import save_atomic
+    from fsnet_mmdet.layers.fsconv import count_params
     import torch
 
     train_dir = os.path.join(run_dir, 'train')
@@ -636,7 +636,7 @@ def source_run(source: Variant, seed: int, iters: int, work: str,
     and seed, under its ``retrain/`` (the row keeps the first run's mAP; the
     retrained weights are what the point uses).
     """
-    from fsnet_mmdet.quantization import save_atomic
+    from fsnet_mmdet.layers.wq import save_atomic
     import torch
 
     src_dir = os.path.join(work, source.name, f'seed{seed}')
@@ -675,7 +675,7 @@ def source_run(source: Variant, seed: int, iters: int, work: str,
 def _run_int8(variant: Variant, seed: int, iters: int, run_dir: str,
               src: dict, log: str, what: str) -> dict:
     """int8 weights of the source's trained model, tested."""
-    from fsnet_mmdet.fsconv import count_params
+    from fsnet_mmdet.layers.fsconv import count_params
     from fsnet_mmdet.int8 import effective_params, int8_weights
     from fsnet_mmdet.tools.baseline_checkpoints import quantize_int8_main
     from fsnet_mmdet.tools.count_params import build_model_from_config
@@ -706,7 +706,7 @@ def _run_finetuned(variant: Variant, seed: int, iters: int, run_dir: str,
                    src: dict, finetune_iters: int, log: str, what: str) -> dict:
     """KSE or LRF of the source's trained model, fine-tuned, tested."""
     from fsnet_mmdet.compression.structure import stored_params
-    from fsnet_mmdet.quantization import save_atomic
+    from fsnet_mmdet.layers.wq import save_atomic
     from fsnet_mmdet.tools.compress import main as compress_main
     from fsnet_mmdet.tools.count_params import build_model_from_config
     import torch

@@ -246,7 +246,7 @@ def int8_row(run: str, cfg: str, ckpt: str) -> dict:
 def fs_params(det: 'Detector') -> int:
     """Stored parameters of the detector's FS model (the size KSE and LRF
     are compressed to)."""
-    from fsnet_mmdet.fsconv import count_params
+    from fsnet_mmdet.layers.fsconv import count_params
     from fsnet_mmdet.tools.count_params import build_model_from_config
     return count_params(build_model_from_config(det.fs)).stored
 

@@ -40,7 +40,7 @@ import fsnet_mmdet  # noqa: E402,F401
 from fsnet_mmdet.conversion import fs_layers  # noqa: E402
 from fsnet_mmdet.deploy.onnx_export import (export_onnx, payload_bytes,  # noqa: E402
                                             require)
-from fsnet_mmdet.quantization import compress_state_dict, save_atomic  # noqa: E402
+from fsnet_mmdet.layers.wq import compress_state_dict, save_atomic  # noqa: E402
 from fsnet_mmdet.tools.convert_checkpoints import load_into  # noqa: E402
 from fsnet_mmdet.tools.count_params import build_model_from_config  # noqa: E402
 from fsnet_mmdet.tools.pipeline import write_json_atomic  # noqa: E402

@@ -22,7 +22,7 @@ import os
 import tempfile
 from typing import List, Set, Tuple
 
-from fsnet_mmdet.functional import (FSGeometry, filter_index, multiplicity,
+from fsnet_mmdet.layers.functional import (FSGeometry, filter_index, multiplicity,
                                     resolve_geometry)
 
 HERE = os.path.dirname(os.path.abspath(__file__))

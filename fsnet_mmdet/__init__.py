@@ -15,8 +15,8 @@ from .compat import apply_patches, load_checkpoint_file
 from .conversion import convert_to_fs, install_build_hook
 from .datasets import CheckedVOCDataset
 from .distillation import FSDistillationHook
-from .fsconv import FSConv, LayerParams, ModelParams, count_params, layer_params
-from .fslinear import FSLinear
+from .layers.fsconv import FSConv, LayerParams, ModelParams, count_params, layer_params
+from .layers.fslinear import FSLinear
 from .hooks import DFSSearchHook, FiniteLossHook
 from .models import FSSSD300, FSSSDHead
 from .optim import BF16OptimWrapper

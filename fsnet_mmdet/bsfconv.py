@@ -51,8 +51,8 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .derived_weight import DerivedWeightMixin
-from .quantization import pack, unpack
+from .layers.derived_weight import DerivedWeightMixin
+from .layers.wq import pack, unpack
 
 FORWARD_MODES = ('weight', 'stm')
 CHECKPOINT_FORMAT = 'fsnet-bsf'
@@ -343,7 +343,7 @@ class BSFConv(DerivedWeightMixin, nn.Conv2d):
     # --------------------------------------------------------- accounting
     def stored_params(self) -> int:
         """Trained real parameters: latent bank, scales, bias (what
-        :func:`~fsnet_mmdet.fsconv.count_params` counts; the stored bits are
+        :func:`~fsnet_mmdet.layers.fsconv.count_params` counts; the stored bits are
         :func:`layer_bits`)."""
         return sum(p.numel() for p in self.parameters(recurse=False))
 
@@ -443,7 +443,7 @@ def count_bits(model: nn.Module) -> int:
 
     Every BSF layer counts :func:`layer_bits`; every other parameter its
     dtype's bits (32 for float32). Buffers (BatchNorm statistics) are not
-    counted, as :func:`~fsnet_mmdet.fsconv.count_params` does not count them.
+    counted, as :func:`~fsnet_mmdet.layers.fsconv.count_params` does not count them.
     """
     total, seen = 0, set()
     for module in model.modules():
@@ -515,7 +515,7 @@ def compress_bsf_state_dict(state_dict: Mapping[str, Tensor],
     bits (:func:`pack_bits` of ``bank >= 0``, uint8, ``ceil(M d S1 S2 / 8)``
     bytes) and ``name.select`` in :func:`index_dtype`; everything else
     (scales, biases, other layers, BatchNorm) unchanged, packed per dtype with
-    :func:`~fsnet_mmdet.quantization.pack`::
+    :func:`~fsnet_mmdet.layers.wq.pack`::
 
         {'meta': {'format': 'fsnet-bsf', 'version': 1, ...},
          'layers': {name: {'bank_shape': [M, d, S1, S2], 'dtype': str}},

@@ -144,7 +144,7 @@ def _register_checkpoint_loader() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
     from . import bsfconv, int8
-    from .quantization import decompress, is_compressed
+    from .layers.wq import decompress, is_compressed
 
     @CheckpointLoader.register_scheme(prefixes='', force=True)
     def load_from_local(filename, map_location):
@@ -249,7 +249,7 @@ STRICT_LOAD = {'enabled': False}
 
 def _atomic_save(original):
     """mmengine's ``save_checkpoint``; local files are written atomically."""
-    from .quantization import save_atomic
+    from .layers.wq import save_atomic
 
     def save_checkpoint(checkpoint, filename, *args, **kwargs):
         if '://' in str(filename) or args or any(kwargs.values()):

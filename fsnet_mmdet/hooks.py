@@ -8,7 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmdet.registry import HOOKS
 
-from .summary_layer import SummaryWeightMixin
+from .layers.summary import SummaryWeightMixin
 
 
 @HOOKS.register_module()
@@ -50,7 +50,7 @@ class DFSSearchHook(Hook):
     its logits at a temperature annealed geometrically from
     ``temperature[0]`` to ``temperature[1]`` (logged as ``dfs_temperature``);
     before the next iteration every such layer is discretized
-    (:meth:`~fsnet_mmdet.summary_layer.SummaryWeightMixin.discretize`): it
+    (:meth:`~fsnet_mmdet.layers.summary.SummaryWeightMixin.discretize`): it
     keeps its most likely location and trains on as a plain FS layer. A
     checkpoint saved after that holds each layer's int8 ``offsets`` and no
     logits; loading it (``tools/test.py``, ``--resume``) discretizes the

@@ -18,7 +18,7 @@ conv and linear weights and axis 1 of transposed convs.
 
 A compressed int8 checkpoint is a ``torch.save`` file of tensors and plain
 values (it loads with ``weights_only=True``), the sibling of the WQ format of
-:mod:`fsnet_mmdet.quantization`, built with the same packing::
+:mod:`fsnet_mmdet.layers.wq`, built with the same packing::
 
     {'meta': {'format': 'fsnet-int8', 'version': 1, ...},
      'weights': {key: {'axis': int, 'dtype': str}},  # the quantized weights
@@ -36,7 +36,7 @@ from typing import Dict, Mapping, Tuple
 import torch
 from torch import Tensor, nn
 
-from .quantization import pack, unpack
+from .layers.wq import pack, unpack
 
 FORMAT = 'fsnet-int8'
 VERSION = 1
@@ -154,7 +154,7 @@ def int8_weights(model: nn.Module) -> Dict[str, int]:
 
 
 def packed_bytes(packed: Mapping) -> int:
-    """Bytes of tensor data in a :func:`~fsnet_mmdet.quantization.pack` result."""
+    """Bytes of tensor data in a :func:`~fsnet_mmdet.layers.wq.pack` result."""
     return sum(t.numel() * t.element_size() for t in packed['data'].values())
 
 

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from fsnet_mmdet import DFSSearchHook, FSConv, FSLinear, count_params
 from fsnet_mmdet.conversion import check_state_dict
-from fsnet_mmdet.functional import (candidate_shifts, filter_index,
+from fsnet_mmdet.layers.functional import (candidate_shifts, filter_index,
                                     relaxed_filters, shift_index)
-from fsnet_mmdet.quantization import fake_quantize
+from fsnet_mmdet.layers.wq import fake_quantize
 
 from conftest import ROOT, load_config, run_tool
 
@@ -283,7 +283,7 @@ def test_check_state_dict_takes_a_discretized_checkpoint():
                                     'configs/demo/dfsnet_ssd300_demo.py'])
 def test_dfs_configs_build_searching_models(config):
     from conftest import build_detector
-    from fsnet_mmdet.summary_layer import SummaryWeightMixin
+    from fsnet_mmdet.layers.summary import SummaryWeightMixin
 
     cfg = load_config(ROOT / config)
     layers = [m for m in build_detector(cfg).modules()

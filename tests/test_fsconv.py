@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsnet_mmdet import FSConv, count_params
-from fsnet_mmdet.functional import (TABLE1_K3, default_k3, extract_filters,
+from fsnet_mmdet.layers.functional import (TABLE1_K3, default_k3, extract_filters,
                                     filter_index, multiplicity,
                                     resolve_geometry)
 
@@ -295,7 +295,7 @@ def test_extract_filters_gradcheck():
     (16, 24, (3, 1), {'k3': 2}),
 ])
 def test_block_fold_equals_scatter_add(cin, cout, ks, opts):
-    from fsnet_mmdet.functional import fold_filter_grad, foldable
+    from fsnet_mmdet.layers.functional import fold_filter_grad, foldable
 
     g = resolve_geometry(cin, cout, ks if isinstance(ks, tuple) else (ks, ks),
                          **opts)
@@ -308,7 +308,7 @@ def test_block_fold_equals_scatter_add(cin, cout, ks, opts):
 
 
 def test_large_layer_uses_fold_and_matches_scatter():
-    from fsnet_mmdet.fsconv import FOLD_MIN_FILTER_ELEMENTS
+    from fsnet_mmdet.layers.fsconv import FOLD_MIN_FILTER_ELEMENTS
 
     conv = FSConv(512, 256, 3, padding=1).double()
     assert conv._fold is not None and conv.index.numel() >= FOLD_MIN_FILTER_ELEMENTS

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from fsnet_mmdet import FSConv
-from fsnet_mmdet.functional import (filter_index, fold_filter_grad, foldable,
+from fsnet_mmdet.layers.functional import (filter_index, fold_filter_grad, foldable,
                                     multiplicity, reduction_matrix,
                                     resolve_geometry)
 

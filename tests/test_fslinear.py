@@ -8,7 +8,7 @@ from torch import nn
 
 from fsnet_mmdet import FSLinear, count_params
 from fsnet_mmdet.conversion import fs_layers
-from fsnet_mmdet.functional import (extract_filters, multiplicity,
+from fsnet_mmdet.layers.functional import (extract_filters, multiplicity,
                                     segment_index, segment_stride)
 
 

@@ -313,7 +313,7 @@ def test_tool_kse_end_to_end(tmp_path, capsys):
     assert len(layers) == 34  # every dense conv but conv1_1
     params, bits = stored_params(model)
     assert (params, bits) == (after['params'], after['index_bits'])
-    from fsnet_mmdet.fsconv import count_params  # tools/count_params.py's table
+    from fsnet_mmdet.layers.fsconv import count_params  # tools/count_params.py's table
     counts = count_params(model)
     assert (counts.stored, counts.dense) == (after['params'], before['params'])
     assert bits == sum(m.params().index_bits for m in layers) > 0

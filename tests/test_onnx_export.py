@@ -25,7 +25,7 @@ from fsnet_mmdet.conversion import fs_layers  # noqa: E402
 from fsnet_mmdet.deploy import onnx_export as ox  # noqa: E402
 from fsnet_mmdet.deploy import weight_functions as wf  # noqa: E402
 from fsnet_mmdet.deploy.ort_inference import OrtDetector, ort_session  # noqa: E402
-from fsnet_mmdet.quantization import (compress_state_dict, dequantize,  # noqa: E402
+from fsnet_mmdet.layers.wq import (compress_state_dict, dequantize,  # noqa: E402
                                       quantize, unpack)
 from fsnet_mmdet.tools import export_onnx as tool  # noqa: E402
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import ROOT, run_tool
 from fsnet_mmdet import FSConv, FSLinear
-from fsnet_mmdet.functional import project_filters
+from fsnet_mmdet.layers.functional import project_filters
 from fsnet_mmdet.regularization import (FSRegularizationHook,
                                         StructuralRegularizer, check_loaded,
                                         fs_target_layers, lambda_at,

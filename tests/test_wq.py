@@ -9,7 +9,7 @@ import torch
 from conftest import (TINY_CONFIG, TINY_WQ_CONFIG, build_detector,
                       load_config, run_tool, voc_batch)
 from fsnet_mmdet import FSConv
-from fsnet_mmdet.quantization import (compress_state_dict, decompress,
+from fsnet_mmdet.layers.wq import (compress_state_dict, decompress,
                                       dequantize, fake_quantize, pack,
                                       quantize, unpack)
 

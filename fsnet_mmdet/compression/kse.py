@@ -553,7 +553,7 @@ class KSEConv(nn.Conv2d):
     # -------------------------------------------------------------- misc
     def stored_params(self) -> int:
         """Parameters: centroids and bias (what
-        :func:`~fsnet_mmdet.fsconv.count_params` counts; the index bits are
+        :func:`~fsnet_mmdet.layers.fsconv.count_params` counts; the index bits are
         in :meth:`params`)."""
         return sum(p.numel() for p in self.parameters(recurse=False))
 

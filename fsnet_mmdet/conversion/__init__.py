@@ -7,7 +7,7 @@
 * :mod:`.checkpoints`: *state dicts*: a dense checkpoint projected onto an FS
   model (least squares), an FS model baked into a stock mmdet SSD300
   checkpoint, and the strict checks every conversion runs first.
-* :mod:`fsnet_mmdet.quantization`: the 8-bit (WQ) summaries and the
+* :mod:`fsnet_mmdet.layers.wq`: the 8-bit (WQ) summaries and the
   compressed checkpoint format.
 
 The command-line tools on top (``tools/convert.py``, ``tools/quantize.py``,

@@ -8,7 +8,7 @@ import torch
 from mmcv.cnn import ConvModule
 from torch import Tensor, nn
 
-from ..summary_layer import SummaryWeightMixin, error_norms
+from ..layers.summary import SummaryWeightMixin, error_norms
 
 #: Indices of the convs in ``mmdet``'s ``SSDVGG(depth=16)`` ``features``
 #: (conv, ReLU pairs; max pools between stages; pool5, fc6, fc7 appended),

@@ -21,9 +21,9 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..fsconv import FSConv
-from ..fslinear import FSLinear
-from ..summary_layer import SummaryWeightMixin
+from ..layers.fsconv import FSConv
+from ..layers.fslinear import FSLinear
+from ..layers.summary import SummaryWeightMixin
 from .predictors import PREDICTOR_ORDERS, find_predictors
 
 #: The model-config key that :func:`install_build_hook` consumes.

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..summary_layer import SummaryWeightMixin
+from ..layers.summary import SummaryWeightMixin
 
 #: Modules that keep the channel order of their input (elementwise or
 #: per-channel); those with a per-channel parameter are permuted with it.

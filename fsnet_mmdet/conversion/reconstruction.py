@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..fsconv import FSConv
-from ..fslinear import FSLinear
-from ..summary_layer import SummaryWeightMixin
+from ..layers.fsconv import FSConv
+from ..layers.fslinear import FSLinear
+from ..layers.summary import SummaryWeightMixin
 from .modules import replace_module
 
 

@@ -13,7 +13,7 @@ node of the ``fsnet`` domain::
 Each such op is an ONNX *model-local function* stored once in the file
 (``ModelProto.functions``): a body of standard ops (Range, Mul, Add, Mod,
 Unsqueeze, Reshape, Transpose, Gather; Cast, Mul, Add in float64 to
-dequantize, exactly as :func:`~fsnet_mmdet.quantization.dequantize`) that
+dequantize, exactly as :func:`~fsnet_mmdet.layers.wq.dequantize`) that
 builds the index from the layer's geometry, given as integer attributes,
 and gathers the weight. Any runtime that reads ONNX functions runs it
 (onnxruntime inlines them when it loads the model, then folds the constant
@@ -53,8 +53,8 @@ import torch
 from torch import Tensor, nn
 
 from ..conversion.checkpoints import fs_layers
-from ..quantization import dequantize, quantize
-from ..summary_layer import SummaryWeightMixin
+from ..layers.wq import dequantize, quantize
+from ..layers.summary import SummaryWeightMixin
 from .weight_functions import (DEFAULT_OPSET, DOMAIN, WeightProgram,
                                function_name, node_attributes,
                                parse_function_name, weight_function,
@@ -135,7 +135,7 @@ class SummaryTwin(nn.Module):
     """Export stand-in of a summary layer: its weight computed from the summary.
 
     Holds the summary (fp32 parameter ``summary``) or, with ``wq``, its 8-bit
-    codes (uint8 buffer ``codes``, :func:`~fsnet_mmdet.quantization.quantize`,
+    codes (uint8 buffer ``codes``, :func:`~fsnet_mmdet.layers.wq.quantize`,
     as ``tools/quantize.py`` writes them) and their levels (float64 buffer
     ``levels``: lo, step; :func:`wq_levels`), for a ``Block`` program the
     block starts (buffer ``starts``), and the bias; the forward computes the weight

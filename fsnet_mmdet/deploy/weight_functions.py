@@ -19,7 +19,7 @@ Each program is written twice, in torch (:func:`grid_index`,
 :func:`segment_rows`, :func:`block_index`: what :func:`weight_program` checks
 against the layer's own ``index`` before using it) and as the function body
 (the tests run both and compare). With WQ the function first dequantizes the
-uint8 codes exactly as :func:`~fsnet_mmdet.quantization.dequantize` does.
+uint8 codes exactly as :func:`~fsnet_mmdet.layers.wq.dequantize` does.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..quantization import LEVELS
-from ..summary_layer import SummaryWeightMixin
+from ..layers.wq import LEVELS
+from ..layers.summary import SummaryWeightMixin
 
 #: ONNX opset of the function bodies (and of the exported graphs).
 DEFAULT_OPSET = 17
@@ -60,7 +60,7 @@ def grid_index(k1: int, k2: int, k3: int, x: int, y: int, z: int, c: int,
                s1: int, s2: int, g: int) -> Tensor:
     """Flat summary index of the filters of a 3D grid layout (the ``Grid`` op).
 
-    The same computation as :func:`~fsnet_mmdet.functional.filter_index`,
+    The same computation as :func:`~fsnet_mmdet.layers.functional.filter_index`,
     written as the ONNX function body does it: per summary axis, the
     positions ``(f * stride + b) mod size`` of every filter f and element
     b, combined by broadcasting, then the interleave.
@@ -86,7 +86,7 @@ def segment_rows(k: int, s: int, n: int, g: int,
     """Flat summary index of a 1D segment layout (the ``Segment`` op).
 
     Row r (before the interleave) is ``(r * s + j) mod (k * s)``,
-    ``j < n``, as :func:`~fsnet_mmdet.functional.segment_index`.
+    ``j < n``, as :func:`~fsnet_mmdet.layers.functional.segment_index`.
 
     Returns:
         Long tensor of ``shape`` (K, ...), ``prod(shape[1:]) = n``.
@@ -310,7 +310,7 @@ def weight_function(op: str, wq: bool = False, ndim: int = 3,
     levels. Output: ``W``, the dense weight. The body mirrors
     :func:`grid_index`, :func:`segment_rows` or :func:`block_index`
     (checked against them by the tests); with ``wq`` it first dequantizes
-    as :func:`~fsnet_mmdet.quantization.dequantize` does, ``float32(
+    as :func:`~fsnet_mmdet.layers.wq.dequantize` does, ``float32(
     float64(codes) * step + lo)``, so the summary is the plugin's WQ
     summary bit for bit (float32 attributes could not carry lo and step).
 
@@ -400,7 +400,7 @@ def node_attributes(program: WeightProgram) -> dict:
 
 def wq_levels(lo: float, hi: float) -> Tensor:
     """The ``R`` input of a WQ weight function: float64 ``(lo, step)``,
-    ``step = (hi - lo) / 255`` as :func:`~fsnet_mmdet.quantization.dequantize`
+    ``step = (hi - lo) / 255`` as :func:`~fsnet_mmdet.layers.wq.dequantize`
     computes it."""
     return torch.tensor([lo, (hi - lo) / (LEVELS - 1)], dtype=torch.float64)
 

@@ -14,10 +14,10 @@ from torch import nn
 
 from ..bsfconv import bsf_layers, compress_bsf_state_dict, count_bits
 from ..conversion.checkpoints import check_state_dict, plain_meta
-from ..fsconv import count_params
+from ..layers.fsconv import count_params
 from ..int8 import (compress_state_dict, effective_params, int8_weights,
                     packed_bytes, payload_bytes)
-from ..quantization import save_atomic
+from ..layers.wq import save_atomic
 from .convert_checkpoints import _run
 from .count_params import build_model_from_config
 
@@ -44,7 +44,7 @@ def check_writable(out: str) -> None:
 
 
 def save(obj, out: str) -> int:
-    """:func:`~fsnet_mmdet.quantization.save_atomic`, an OS error named."""
+    """:func:`~fsnet_mmdet.layers.wq.save_atomic`, an OS error named."""
     try:
         return save_atomic(obj, out)
     except OSError as err:

@@ -28,7 +28,7 @@ import torch
 from mmengine.config import Config, DictAction
 from torch import nn
 
-from ..quantization import save_atomic
+from ..layers.wq import save_atomic
 
 CONFIG_NAME, CHECKPOINT_NAME, REPORT_NAME = ('config.py', 'checkpoint.pth',
                                              'report.json')

@@ -6,7 +6,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from torch import nn
 
-from ..fsconv import ModelParams, count_params
+from ..layers.fsconv import ModelParams, count_params
 
 
 def build_model_from_config(config: str,

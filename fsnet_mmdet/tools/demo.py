@@ -164,8 +164,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     from mmengine.config import Config
 
     from ..datasets.synthetic_voc import SyntheticVOCSpec, ensure_dataset
-    from ..fsconv import count_params
-    from ..quantization import save_atomic
+    from ..layers.fsconv import count_params
+    from ..layers.wq import save_atomic
     from .count_params import build_model_from_config
 
     start = time.time()

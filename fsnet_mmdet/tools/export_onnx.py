@@ -13,7 +13,7 @@ from ..conversion.checkpoints import fs_layers
 from ..deploy.onnx_export import (DEFAULT_OPSET, INPUT_NAME, INSTALL_HINT,
                                   check_exportable, check_output_path,
                                   export_onnx, payload_bytes, require)
-from ..quantization import fake_quantize
+from ..layers.wq import fake_quantize
 from .convert_checkpoints import load_into
 
 #: Parity bounds of ``--verify``: the raw head outputs of the ONNX model

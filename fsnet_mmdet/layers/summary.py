@@ -6,8 +6,8 @@ into a layer that stores one learned tensor, the summary, and an integer
 ``weight = summary.reshape(-1)[index]``. The mixin gives the layer the dense
 module's interface on top (a ``weight`` that initializers can write into,
 state dicts that hold the summary, the eval-mode cache, WQ on load); the layer
-class builds the index (:func:`~fsnet_mmdet.functional.filter_index` for the
-3D summary of convs, :func:`~fsnet_mmdet.functional.segment_index` for the 1D
+class builds the index (:func:`~fsnet_mmdet.layers.functional.filter_index` for the
+3D summary of convs, :func:`~fsnet_mmdet.layers.functional.segment_index` for the 1D
 summary) and runs its own forward with :meth:`_forward_weight`.
 
 Differentiable FSNet (``dfs_radius >= 1``): while searching, every filter is
@@ -35,7 +35,7 @@ from .functional import (GRAD_REDUCTIONS, FSGeometry, candidate_shifts,
                          extract_filters, multiplicity, project_filters,
                          reduction_matrix, relaxed_filters, representatives,
                          shift_index)
-from .quantization import fake_quantize
+from .wq import fake_quantize
 
 
 def error_norms(summary: Tensor, index: Tensor,
@@ -303,7 +303,7 @@ class SummaryWeightMixin(DerivedWeightMixin):
         """The least-squares summary of a dense weight of the layer's shape.
 
         Each summary element is the mean of the dense weights that map to it
-        (:func:`~fsnet_mmdet.functional.project_filters`).
+        (:func:`~fsnet_mmdet.layers.functional.project_filters`).
 
         Args:
             dense_weight: the dense layer's weight, of this layer's dense shape.

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .functional import (DEFAULT_SEGMENT_RATIO, interleave_order,
                          segment_index, segment_stride)
-from .summary_layer import SummaryWeightMixin
+from .summary import SummaryWeightMixin
 
 
 @MODELS.register_module('FSLinear')
@@ -18,7 +18,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
     ``summary`` of length ``L = out_features * s``; row k of the
     (out_features, in_features) weight is the segment of length
     ``in_features`` starting at ``k * s``, read with circular wrap-around
-    (:func:`~fsnet_mmdet.functional.segment_index`), so neighbouring rows
+    (:func:`~fsnet_mmdet.layers.functional.segment_index`), so neighbouring rows
     share ``in_features - s`` weights. Compression ``in_features / s``;
     backward per Eq. 2 (each summary element gets the mean of the gradients
     of the weight elements that read it; ``grad_reduction='sum'``: their sum).
@@ -26,7 +26,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
     The signature is ``nn.Linear``'s; FS options come last, as keywords. In
     MMDetection, wherever a linear layer is built from a config (e.g. a bbox
     head's ``cls_predictor_cfg=dict(type='FSLinear')``). Initialization as
-    :class:`~fsnet_mmdet.fsconv.FSConv`: ``nn.Linear``'s default
+    :class:`~fsnet_mmdet.layers.fsconv.FSConv`: ``nn.Linear``'s default
     distribution, and writes into ``weight`` reach the summary.
 
     Args:
@@ -41,7 +41,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
             class-specific box regressor's 4 deltas per class).
         dfs_radius: Differentiable FSNet (default 0: off): learn each row's
             segment start among its grid start and the starts up to this many
-            elements away (as :class:`~fsnet_mmdet.fsconv.FSConv`).
+            elements away (as :class:`~fsnet_mmdet.layers.fsconv.FSConv`).
         dfs_prior: initial logit of each row's grid start while searching.
         grad_reduction: ``'mean'`` (Eq. 2, default) or ``'sum'``.
         wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
@@ -94,7 +94,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
         """An FSLinear whose weight is the least-squares fit of ``linear``'s.
 
         Each summary element is the mean of the dense weights that map to it
-        (:func:`~fsnet_mmdet.functional.project_filters`); the bias is copied.
+        (:func:`~fsnet_mmdet.layers.functional.project_filters`); the bias is copied.
         """
         fs = cls(linear.in_features, linear.out_features,
                  linear.bias is not None, device=linear.weight.device,

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .functional import (FSGeometry, filter_index, foldable,
                          interleave_order, resolve_geometry,
                          segment_index, segment_stride)
-from .summary_layer import SummaryWeightMixin, location_params
+from .summary import SummaryWeightMixin, location_params
 
 #: Filter banks from this size on reduce their gradient by blocks
 #: (:func:`fold_filter_grad`); smaller ones with one ``index_add_``, which
@@ -39,7 +39,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
     distribution; ``weight`` is a detached dense (K, C, S1, S2) bank that
     initializers (``nn.init.*_``, MMEngine's ``init_cfg``, mmcv's
     ``ConvModule``) can write into, and the writes reach the summary
-    (:class:`~fsnet_mmdet.summary_layer.SummaryWeightMixin`). The
+    (:class:`~fsnet_mmdet.layers.summary.SummaryWeightMixin`). The
     differentiable bank is :meth:`filters`.
 
     Args:
@@ -66,7 +66,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
             overlapping blocks. ``'1d'``: the later paper's 1D summary, each
             filter flattened to length N = C S1 S2 and cut as the segment of a
             vector starting at ``k * s`` (wrapping), as
-            :class:`~fsnet_mmdet.fslinear.FSLinear`; ``s = ceil(N / r)`` with r
+            :class:`~fsnet_mmdet.layers.fslinear.FSLinear`; ``s = ceil(N / r)`` with r
             the 3D geometry's compression, so both layouts store about as
             many weights (the sampling options set r).
         dfs_radius: Differentiable FSNet (default 0: off): learn each
@@ -78,7 +78,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
         grad_reduction: ``'mean'`` (Eq. 2, default) or ``'sum'`` (plain
             indexing, as the authors' 3D-FilterMap code).
         wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
-            quantized to 8 bits (:func:`fsnet_mmdet.quantization.fake_quantize`);
+            quantized to 8 bits (:func:`fsnet_mmdet.layers.wq.fake_quantize`);
             a compressed checkpoint round-trips unchanged.
     """
 
@@ -155,7 +155,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
         """An FSConv whose filters are the least-squares fit of ``conv``'s.
 
         Same shapes, stride, padding, dilation and bias as ``conv``; the
-        summary is :func:`~fsnet_mmdet.functional.project_filters` of its
+        summary is :func:`~fsnet_mmdet.layers.functional.project_filters` of its
         weight. ``relative_error(conv.weight)`` tells how close it came.
 
         Args:
@@ -233,7 +233,7 @@ def layer_params(name: str, layer: nn.Module) -> LayerParams:
     A layer with a ``stored_params()`` method (e.g.
     :class:`~fsnet_mmdet.bsfconv.BSFConv`) reports its own stored count.
 
-    A summary layer (:class:`FSConv`, :class:`~fsnet_mmdet.fslinear.FSLinear`)
+    A summary layer (:class:`FSConv`, :class:`~fsnet_mmdet.layers.fslinear.FSLinear`)
     stores its summary and bias (and, with DFSNet, its location logits while
     searching or its int8 location table after: :func:`location_params`); its
     dense equivalent, weight and bias.
