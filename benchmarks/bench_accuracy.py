@@ -606,7 +606,7 @@ def _run_trained(variant: Variant, seed: int, iters: int, run_dir: str,
                   bytes=save_atomic(state['state_dict'], fp32),
                   flops=count_flops(model))
     if _is_bsf(variant):
-        from fsnet_mmdet.bsfconv import count_bits
+        from fsnet_mmdet.compression.bsf import count_bits
         bits = count_bits(model)
         result.update(bytes_float=result['bytes'], bytes=os.path.getsize(tested),
                       bits=bits, effective=bits / 32)
@@ -676,7 +676,7 @@ def _run_int8(variant: Variant, seed: int, iters: int, run_dir: str,
               src: dict, log: str, what: str) -> dict:
     """int8 weights of the source's trained model, tested."""
     from fsnet_mmdet.layers.fsconv import count_params
-    from fsnet_mmdet.int8 import effective_params, int8_weights
+    from fsnet_mmdet.compression.int8 import effective_params, int8_weights
     from fsnet_mmdet.tools.baseline_checkpoints import quantize_int8_main
     from fsnet_mmdet.tools.count_params import build_model_from_config
 

@@ -10,7 +10,7 @@ registries; ``BF16OptimWrapper`` in MMEngine's ``OPTIM_WRAPPERS``;
 applies the compatibility fixes of :mod:`fsnet_mmdet.compat` and lets a model
 config's ``fs_convert`` key convert any detector (:mod:`fsnet_mmdet.conversion`).
 """
-from .bsfconv import BSFConv
+from .compression.bsf import BSFConv
 from .compat import apply_patches, load_checkpoint_file
 from .conversion import convert_to_fs, install_build_hook
 from .datasets import CheckedVOCDataset

@@ -143,7 +143,8 @@ def _unreadable(filename: str, err: BaseException) -> RuntimeError:
 def _register_checkpoint_loader() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from . import bsfconv, int8
+    from .compression import bsf
+    from .compression import int8
     from .layers.wq import decompress, is_compressed
 
     @CheckpointLoader.register_scheme(prefixes='', force=True)
@@ -153,8 +154,8 @@ def _register_checkpoint_loader() -> None:
             checkpoint = decompress(checkpoint, filename)
         elif int8.is_int8_checkpoint(checkpoint):
             checkpoint = int8.decompress(checkpoint, filename)
-        elif bsfconv.is_bsf_checkpoint(checkpoint):
-            checkpoint = bsfconv.decompress_bsf(checkpoint, filename)
+        elif bsf.is_bsf_checkpoint(checkpoint):
+            checkpoint = bsf.decompress_bsf(checkpoint, filename)
         return checkpoint
 
 

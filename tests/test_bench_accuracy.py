@@ -65,7 +65,7 @@ def test_quick_benchmark_trains_tests_quantizes_and_resumes(quick_run):
 
 def _dense_conv_weights(model: nn.Module):
     """(elements, output channels) of a model's plain conv weights: an
-    explicit loop, independent of fsnet_mmdet.int8."""
+    explicit loop, independent of fsnet_mmdet.compression.int8."""
     elements = channels = 0
     for module in model.modules():
         if isinstance(module, nn.Conv2d) and isinstance(
@@ -78,7 +78,7 @@ def _dense_conv_weights(model: nn.Module):
 def _bsf_bits_by_hand(model: nn.Module) -> int:
     """Stored bits of a BSF model from the layer definition: bank M d k k,
     indices K G ceil(log2 M), scale (and bias) 32 K; other parameters 32."""
-    from fsnet_mmdet.bsfconv import BSFConv
+    from fsnet_mmdet.compression.bsf import BSFConv
     bits, inside = 0, set()
     for module in model.modules():
         if isinstance(module, BSFConv):
@@ -272,7 +272,7 @@ def test_compare_is_issue_22_set(bench):
 def test_bsf_sizes_span_fs_wq_bytes_and_below(bench, tmp_path):
     """The three BSF points' compressed checkpoints: at most FS-WQ K3 x 1's
     276,897 bytes (issue 22), the largest within 2% of it."""
-    from fsnet_mmdet.bsfconv import bsf_layers, compress_bsf_state_dict
+    from fsnet_mmdet.compression.bsf import bsf_layers, compress_bsf_state_dict
     from fsnet_mmdet.layers.wq import save_atomic
 
     sizes = []
@@ -327,7 +327,7 @@ def test_flops_of_bsfconv_forwards_by_hand(bench):
     """BSFConv's 'weight' forward counts as the dense conv it runs (building
     the weight is indexing and products); the split-transform-merge forward
     counts its grouped conv: G M maps of d k k multiply-adds per pixel."""
-    from fsnet_mmdet.bsfconv import BSFConv
+    from fsnet_mmdet.compression.bsf import BSFConv
 
     k, c, m, d = 6, 8, 5, 4
     for mode, by_hand in (('weight', k * c * 9 * 7 * 7),

@@ -10,13 +10,13 @@ from torch import nn
 
 from conftest import ROOT, build_detector, load_config, run_tool, voc_batch
 from fsnet_mmdet import BSFConv, count_params
-from fsnet_mmdet.bsfconv import (balanced_selection, binarize, bsf_weight,
+from fsnet_mmdet.compression.bsf import (balanced_selection, binarize, bsf_weight,
                                  compress_bsf_state_dict, count_bits,
                                  decompress_bsf, index_bits, index_dtype,
                                  is_bsf_checkpoint, layer_bits, pack_bits,
                                  resolve_geometry, stm_conv2d, unpack_bits)
 from fsnet_mmdet.conversion import convert_to_fs
-from fsnet_mmdet.int8 import packed_bytes
+from fsnet_mmdet.compression.int8 import packed_bytes
 from fsnet_mmdet.tools.baseline_checkpoints import compress_bsf_main
 
 NARROW = ROOT / 'tests' / 'configs' / 'ssd300_bn_tiny_narrow.py'

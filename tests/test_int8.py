@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import ROOT, build_detector, load_config, run_tool
 from fsnet_mmdet import BSFConv, FSConv
-from fsnet_mmdet.int8 import (compress_state_dict, decompress,
+from fsnet_mmdet.compression.int8 import (compress_state_dict, decompress,
                               dequantize_per_channel, fake_quantize_per_channel,
                               int8_weights, is_int8_checkpoint, payload_bytes,
                               quantize_per_channel)
@@ -41,7 +41,7 @@ def test_codes_scales_and_levels_of_a_hand_computed_example():
 
 
 def explicit_quantize(weight: torch.Tensor, axis: int):
-    """The rule of fsnet_mmdet.int8, one element at a time in Python floats."""
+    """The rule of fsnet_mmdet.compression.int8, one element at a time in Python floats."""
     moved = weight.movedim(axis, 0)
     codes = torch.zeros(moved.shape, dtype=torch.int8)
     scales = []

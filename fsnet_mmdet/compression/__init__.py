@@ -1,5 +1,8 @@
-"""Compressing a trained dense detector by other methods: KSE and LRF.
+"""The compression methods FSNet is compared with (each a layer or a pruning
+step, a stored-bits count and a checkpoint format).
 
+* :mod:`.int8`: per-output-channel 8-bit weights of a trained model.
+* :mod:`.bsf`: binary stacked filters (Lan et al.): the ``BSFConv`` layer.
 * :mod:`.kse`: kernel sparsity and entropy (Li et al., CVPR 2019): per input
   channel, its kernels clustered into fewer centroids; the ``KSEConv`` layer.
 * :mod:`.lrf`: linearly replaceable filters (Joo et al., AAAI 2021): channel
@@ -10,6 +13,7 @@
 Importing this package registers ``KSEConv`` and installs the build hook;
 configs written by ``tools/compress.py`` import it (``custom_imports``).
 """
+from .bsf import BSFConv
 from .kse import KSEConv, kse_from_conv2d, kse_indicator
 from .lrf import lrf_prune_channels, ssd300_channel_groups
 from .structure import (COMPRESSION_KEY, apply_compression, install_build_hook,
@@ -17,7 +21,7 @@ from .structure import (COMPRESSION_KEY, apply_compression, install_build_hook,
 
 install_build_hook()
 
-__all__ = ['COMPRESSION_KEY', 'KSEConv', 'apply_compression',
+__all__ = ['BSFConv', 'COMPRESSION_KEY', 'KSEConv', 'apply_compression',
            'install_build_hook', 'kse_from_conv2d', 'kse_indicator',
            'lrf_prune_channels', 'model_flops', 'ssd300_channel_groups',
            'stored_params']

@@ -231,7 +231,7 @@ def layer_params(name: str, layer: nn.Module) -> LayerParams:
     """Parameter count of one conv (``nn.Conv2d``, :class:`FSConv`) or linear layer.
 
     A layer with a ``stored_params()`` method (e.g.
-    :class:`~fsnet_mmdet.bsfconv.BSFConv`) reports its own stored count.
+    :class:`~fsnet_mmdet.compression.bsf.BSFConv`) reports its own stored count.
 
     A summary layer (:class:`FSConv`, :class:`~fsnet_mmdet.layers.fslinear.FSLinear`)
     stores its summary and bias (and, with DFSNet, its location logits while

@@ -1,7 +1,7 @@
 """``tools/quantize_int8.py``, ``tools/compress_bsf.py``: compressed checkpoints
 of the methods FS is compared with (int8 weights of a dense model, binary
-stacked filters). The formats are in :mod:`fsnet_mmdet.int8` and
-:mod:`fsnet_mmdet.bsfconv`; both load through MMEngine's checkpoint loader
+stacked filters). The formats are in :mod:`fsnet_mmdet.compression.int8` and
+:mod:`fsnet_mmdet.compression.bsf`; both load through MMEngine's checkpoint loader
 (``tools/test.py``) into the config's float model.
 """
 import argparse
@@ -12,10 +12,10 @@ from typing import List, Optional, Tuple
 from mmengine.config import DictAction
 from torch import nn
 
-from ..bsfconv import bsf_layers, compress_bsf_state_dict, count_bits
+from ..compression.bsf import bsf_layers, compress_bsf_state_dict, count_bits
 from ..conversion.checkpoints import check_state_dict, plain_meta
 from ..layers.fsconv import count_params
-from ..int8 import (compress_state_dict, effective_params, int8_weights,
+from ..compression.int8 import (compress_state_dict, effective_params, int8_weights,
                     packed_bytes, payload_bytes)
 from ..layers.wq import save_atomic
 from .convert_checkpoints import _run

@@ -36,7 +36,7 @@ from typing import Dict, Mapping, Tuple
 import torch
 from torch import Tensor, nn
 
-from .layers.wq import pack, unpack
+from ..layers.wq import pack, unpack
 
 FORMAT = 'fsnet-int8'
 VERSION = 1

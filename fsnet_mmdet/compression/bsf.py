@@ -51,8 +51,8 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .layers.derived_weight import DerivedWeightMixin
-from .layers.wq import pack, unpack
+from ..layers.derived_weight import DerivedWeightMixin
+from ..layers.wq import pack, unpack
 
 FORWARD_MODES = ('weight', 'stm')
 CHECKPOINT_FORMAT = 'fsnet-bsf'
