@@ -66,8 +66,9 @@ sys.path.insert(0, ROOT)
 from fsnet_mmdet.tools.pipeline import (map_of, quantize_and_test,  # noqa: E402
                                         run_tool, schedule_text,
                                         seconds_per_iteration,
-                                        train_resumable, training_records,
-                                        write_json_atomic)
+                                        train_resumable, training_records)
+from fsnet_mmdet.utils.io import (atomic_path, write_json_atomic,  # noqa: E402
+                                 write_text_atomic)
 
 DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo', 'fsnet_ssd300_demo.py')
 BF16_DEMO_CONFIG = os.path.join(ROOT, 'configs', 'demo',
@@ -370,12 +371,6 @@ def write_config(path: str, text: str) -> str:
     return path
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` through a temporary file renamed into place."""
-    with open(path + '.tmp', 'w') as f:
-        f.write(text)
-    os.replace(path + '.tmp', path)
-
 
 def build(variant: Variant, work: str, data_root: str,
           state_dict: Optional[dict] = None):
@@ -578,7 +573,7 @@ def run_one(variant: Variant, seed: int, iters: int, work: str,
 def _run_trained(variant: Variant, seed: int, iters: int, run_dir: str,
                  data_root: str, log: str, what: str) -> dict:
     """Train, test (and quantize + test, or compress + test) one point."""
-    from fsnet_mmdet.layers.wq import save_atomic
+    from fsnet_mmdet.utils.io import save_atomic
     from fsnet_mmdet.layers.fsconv import count_params
     import torch
 
@@ -636,7 +631,7 @@ def source_run(source: Variant, seed: int, iters: int, work: str,
     and seed, under its ``retrain/`` (the row keeps the first run's mAP; the
     retrained weights are what the point uses).
     """
-    from fsnet_mmdet.layers.wq import save_atomic
+    from fsnet_mmdet.utils.io import save_atomic
     import torch
 
     src_dir = os.path.join(work, source.name, f'seed{seed}')
@@ -706,7 +701,7 @@ def _run_finetuned(variant: Variant, seed: int, iters: int, run_dir: str,
                    src: dict, finetune_iters: int, log: str, what: str) -> dict:
     """KSE or LRF of the source's trained model, fine-tuned, tested."""
     from fsnet_mmdet.compression.structure import stored_params
-    from fsnet_mmdet.layers.wq import save_atomic
+    from fsnet_mmdet.utils.io import save_atomic
     from fsnet_mmdet.tools.compress import main as compress_main
     from fsnet_mmdet.tools.count_params import build_model_from_config
     import torch
@@ -1027,8 +1022,8 @@ def plot_compare(rows: List[dict], key: str, xlabel: str, out: str,
     ax.grid(alpha=0.3, which='both')
     ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(out + '.tmp', dpi=110, format='png')
-    os.replace(out + '.tmp', out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format='png')
     plt.close(fig)
 
 

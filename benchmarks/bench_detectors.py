@@ -36,7 +36,8 @@ sys.path.insert(0, ROOT)
 from fsnet_mmdet.tools.pipeline import (map_of, quantize_and_test,  # noqa: E402
                                         run_tool, schedule_text,
                                         seconds_per_iteration,
-                                        train_resumable, write_json_atomic)
+                                        train_resumable)
+from fsnet_mmdet.utils.io import write_json_atomic  # noqa: E402
 
 DEMO = os.path.join(ROOT, 'configs', 'demo')
 

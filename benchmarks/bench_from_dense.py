@@ -48,7 +48,8 @@ sys.path.insert(0, ROOT)
 
 from fsnet_mmdet.tools.pipeline import (map_of, run_tool, schedule_text,  # noqa: E402
                                         seconds_per_iteration,
-                                        train_resumable, write_json_atomic)
+                                        train_resumable)
+from fsnet_mmdet.utils.io import write_json_atomic  # noqa: E402
 
 DEMO = os.path.join(ROOT, 'configs', 'demo')
 

@@ -40,10 +40,11 @@ import fsnet_mmdet  # noqa: E402,F401
 from fsnet_mmdet.conversion import fs_layers  # noqa: E402
 from fsnet_mmdet.deploy.onnx_export import (export_onnx, payload_bytes,  # noqa: E402
                                             require)
-from fsnet_mmdet.layers.wq import compress_state_dict, save_atomic  # noqa: E402
+from fsnet_mmdet.layers.wq import compress_state_dict  # noqa: E402
+from fsnet_mmdet.utils.io import save_atomic  # noqa: E402
 from fsnet_mmdet.tools.convert_checkpoints import load_into  # noqa: E402
 from fsnet_mmdet.tools.count_params import build_model_from_config  # noqa: E402
-from fsnet_mmdet.tools.pipeline import write_json_atomic  # noqa: E402
+from fsnet_mmdet.utils.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = 'configs/demo/fsnet_ssd300_demo.py'
@@ -235,9 +236,7 @@ def write_table(path: str, table: str) -> None:
                          f'write the table into')
     head, rest = text.split(TABLE_BEGIN, 1)
     _, tail = rest.split(TABLE_END, 1)
-    with open(path + '.tmp', 'w') as f:
-        f.write(f'{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}')
-    os.replace(path + '.tmp', path)
+    write_text_atomic(path, f'{head}{TABLE_BEGIN}\n{table}\n{TABLE_END}{tail}')
 
 
 def main(argv: Optional[List[str]] = None) -> None:

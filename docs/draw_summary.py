@@ -19,9 +19,9 @@ package's own geometry (``resolve_geometry``, ``filter_index``,
 """
 import argparse
 import os
-import tempfile
 from typing import List, Set, Tuple
 
+from fsnet_mmdet.utils.io import atomic_path
 from fsnet_mmdet.layers.functional import (FSGeometry, filter_index, multiplicity,
                                     resolve_geometry)
 
@@ -143,17 +143,11 @@ def draw(out: str) -> None:
                  f'{cm} x {hm} x {wm} summary ({cm * hm * wm:,}): '
                  f'{g.ratio:g}x fewer parameters', fontsize=12)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(out))
-    fd, tmp = tempfile.mkstemp(suffix='.png', dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, format='png', metadata={'Software': None})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=100, format='png', metadata={'Software': None})
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def main() -> None:

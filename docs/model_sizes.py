@@ -13,13 +13,13 @@ depend on the weights' values, so untrained models give the trained sizes.
     python docs/model_sizes.py        # about half a minute on 2 CPU cores
 """
 import importlib.util
-import json
 import os
 import sys
-import tempfile
 from typing import Iterable, Optional
 
 import torch
+
+from fsnet_mmdet.utils.io import write_json_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, 'docs', 'model_sizes.json')
@@ -81,23 +81,10 @@ def measure(configs: Optional[Iterable[str]] = None) -> dict:
                 models=out)
 
 
-def write_json_atomic(data: dict, path: str) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(suffix='.json', dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=1)
-            f.write('\n')
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
 
 def main() -> None:
     data = measure()
-    write_json_atomic(data, OUT)
+    write_json_atomic(OUT, data)
     for config, row in data['models'].items():
         print(f'{config:<34} {row["params"]:>12,} params  '
               f'{row["effective"]:>12,} effective  {row["bytes"]:>13,} bytes')

@@ -250,7 +250,7 @@ STRICT_LOAD = {'enabled': False}
 
 def _atomic_save(original):
     """mmengine's ``save_checkpoint``; local files are written atomically."""
-    from .layers.wq import save_atomic
+    from .utils.io import save_atomic
 
     def save_checkpoint(checkpoint, filename, *args, **kwargs):
         if '://' in str(filename) or args or any(kwargs.values()):

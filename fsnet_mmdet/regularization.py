@@ -22,7 +22,6 @@ projected into, ramps lambda and logs the residuals.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -377,7 +376,7 @@ class FSRegularizationHook(Hook):
             + ', '.join(f'{n} {r:.4f}' for n, r in worst[:5]))
 
     def after_train(self, runner) -> None:
-        from .tools.pipeline import write_json_atomic
+        from .utils.io import write_json_atomic
         self._handle.remove()
         with torch.no_grad():
             _, total = self.regularizer.loss(self._model(runner))

@@ -273,7 +273,7 @@ def test_bsf_sizes_span_fs_wq_bytes_and_below(bench, tmp_path):
     """The three BSF points' compressed checkpoints: at most FS-WQ K3 x 1's
     276,897 bytes (issue 22), the largest within 2% of it."""
     from fsnet_mmdet.compression.bsf import bsf_layers, compress_bsf_state_dict
-    from fsnet_mmdet.layers.wq import save_atomic
+    from fsnet_mmdet.utils.io import save_atomic
 
     sizes = []
     for m, d in bench.BSF_SIZES:

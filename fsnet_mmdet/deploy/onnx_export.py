@@ -43,11 +43,9 @@ import copy
 import importlib
 import json
 import os
-import tempfile
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +53,7 @@ from torch import Tensor, nn
 from ..conversion.checkpoints import fs_layers
 from ..layers.wq import dequantize, quantize
 from ..layers.summary import SummaryWeightMixin
+from ..utils.io import atomic_path, check_output_path
 from .weight_functions import (DEFAULT_OPSET, DOMAIN, WeightProgram,
                                function_name, node_attributes,
                                parse_function_name, weight_function,
@@ -343,58 +342,6 @@ def check_exportable(model: nn.Module, mode: str) -> List[str]:
 
 
 # ------------------------------------------------------------- the file
-def check_output_path(filename: str) -> None:
-    """Fail early, creating nothing, where ``filename`` cannot be written.
-
-    Raises:
-        IsADirectoryError: ``filename`` is a directory.
-        OSError: its nearest existing parent is not a directory, or not
-            writable (the message names the file).
-    """
-    path = os.path.abspath(filename)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f'{filename}: is a directory; give the ONNX '
-                                f'file to write')
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise OSError(f'{filename}: cannot write here ({parent} is not a '
-                      f'writable directory)')
-
-
-@contextmanager
-def atomic_output(filename: str) -> Iterator[str]:
-    """A temporary file beside ``filename``, renamed onto it on success.
-
-    On any error the temporary file is removed and ``filename`` is left as
-    it was (absent, or the previous file): never half-written.
-
-    Raises:
-        OSError: the file cannot be written there (the message names it).
-    """
-    path = os.path.abspath(filename)
-    directory = os.path.dirname(path)
-    check_output_path(filename)
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.',
-                                   suffix='.tmp', dir=directory)
-    except OSError as err:
-        raise OSError(err.errno, f'{filename}: cannot write here '
-                      f'({err.strerror or err})') from None
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def compact_names(graph, strip_prefix: str = '') -> None:
     """Shorten a graph's node and value names, in place.
 
@@ -500,7 +447,7 @@ def export_onnx(model: nn.Module,
     groups = output_groups(module.detector, example)
     names = output_names(groups)
     dynamic = {name: {0: 'batch'} for name in [INPUT_NAME, *names]}
-    with atomic_output(out) as tmp:
+    with atomic_path(out) as tmp:
         with warnings.catch_warnings():
             # The TorchScript exporter's deprecation notice and its notes on
             # the custom domain: the graph is checked below instead.

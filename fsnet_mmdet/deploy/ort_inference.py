@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .onnx_export import INPUT_NAME, atomic_output, read_output_groups, require
+from ..utils.io import atomic_path
+from .onnx_export import INPUT_NAME, read_output_groups, require
 
 #: Graph optimization levels of onnxruntime, by the names this module takes.
 GRAPH_OPTIMIZATIONS = {
@@ -258,7 +259,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 box = ' '.join(f'{v:.1f}' for v in row['bboxes'][i])
                 print(f'  {row["classes"][i]:<14} {row["scores"][i]:.3f}  {box}')
         if args.out:
-            with atomic_output(args.out) as tmp:
+            with atomic_path(args.out) as tmp:
                 with open(tmp, 'w') as f:
                     json.dump(rows, f, indent=1)
             print(f'{args.out}: {sum(len(r["scores"]) for r in rows)} '

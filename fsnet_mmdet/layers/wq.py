@@ -22,8 +22,6 @@ and an SSD300 has ~160 tensors).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from typing import Dict, Mapping, Tuple
 
 import torch
@@ -179,30 +177,3 @@ def decompress(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
                      if k not in ('format', 'version')},
             'state_dict': state_dict}
 
-
-def save_atomic(obj, filename: str) -> int:
-    """``torch.save`` to a temporary file beside ``filename``, then rename.
-
-    An interrupted save never leaves a partial file under ``filename``.
-
-    Returns:
-        The size of the written file in bytes.
-    """
-    directory = os.path.dirname(os.path.abspath(filename))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(filename) + '.',
-                               suffix='.tmp', dir=directory)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filename)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return os.path.getsize(filename)

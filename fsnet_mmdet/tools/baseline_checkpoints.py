@@ -17,7 +17,7 @@ from ..conversion.checkpoints import check_state_dict, plain_meta
 from ..layers.fsconv import count_params
 from ..compression.int8 import (compress_state_dict, effective_params, int8_weights,
                     packed_bytes, payload_bytes)
-from ..layers.wq import save_atomic
+from ..utils.io import save_atomic
 from .convert_checkpoints import _run
 from .count_params import build_model_from_config
 
@@ -44,7 +44,7 @@ def check_writable(out: str) -> None:
 
 
 def save(obj, out: str) -> int:
-    """:func:`~fsnet_mmdet.layers.wq.save_atomic`, an OS error named."""
+    """:func:`~fsnet_mmdet.utils.io.save_atomic`, an OS error named."""
     try:
         return save_atomic(obj, out)
     except OSError as err:

@@ -21,14 +21,13 @@ import argparse
 import json
 import os
 import re
-import tempfile
 from typing import List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
 from torch import nn
 
-from ..layers.wq import save_atomic
+from ..utils.io import save_atomic, write_text_atomic
 
 CONFIG_NAME, CHECKPOINT_NAME, REPORT_NAME = ('config.py', 'checkpoint.pth',
                                              'report.json')
@@ -52,24 +51,6 @@ def parse_target(text: str, source_params: int) -> float:
     raise ValueError(f'--target must be a parameter count (e.g. 230000, 230k, '
                      f'1.2M) or a compression ratio (e.g. 8x), > 0; got {text!r}')
 
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.',
-                               suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _build(cfg: Config) -> nn.Module:

@@ -13,7 +13,8 @@ from ..compat import load_checkpoint_file
 from ..conversion.checkpoints import (check_state_dict, fs_layers, plain_meta,
                                       project_state_dict, to_stock_ssd300)
 from ..layers.fsconv import count_params
-from ..layers.wq import compress_state_dict, decompress, is_compressed, save_atomic
+from ..layers.wq import compress_state_dict, decompress, is_compressed
+from ..utils.io import save_atomic
 from .count_params import build_model_from_config
 
 

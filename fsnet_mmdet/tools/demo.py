@@ -15,8 +15,9 @@ import shutil
 import time
 from typing import List, Optional
 
+from ..utils.io import write_json_atomic
 from .pipeline import (ROOT, last_checkpoint, map_of, run_tool,
-                       training_records, write_json_atomic)
+                       training_records)
 
 #: What the demo trains: the demo model with bfloat16 training, 1500 iterations.
 CONFIG = 'configs/demo/fsnet_ssd300_demo_bf16.py'
@@ -165,7 +166,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from ..datasets.synthetic_voc import SyntheticVOCSpec, ensure_dataset
     from ..layers.fsconv import count_params
-    from ..layers.wq import save_atomic
+    from ..utils.io import save_atomic
     from .count_params import build_model_from_config
 
     start = time.time()

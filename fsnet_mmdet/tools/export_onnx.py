@@ -11,9 +11,10 @@ from torch import nn
 
 from ..conversion.checkpoints import fs_layers
 from ..deploy.onnx_export import (DEFAULT_OPSET, INPUT_NAME, INSTALL_HINT,
-                                  check_exportable, check_output_path,
+                                  check_exportable,
                                   export_onnx, payload_bytes, require)
 from ..layers.wq import fake_quantize
+from ..utils.io import check_output_path
 from .convert_checkpoints import load_into
 
 #: Parity bounds of ``--verify``: the raw head outputs of the ONNX model

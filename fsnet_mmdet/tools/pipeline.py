@@ -65,13 +65,6 @@ def seconds_per_iteration(train_dir: str) -> Optional[float]:
     return statistics.median(times) if times else None
 
 
-def write_json_atomic(path: str, obj) -> None:
-    """Write ``obj`` as json to ``path`` via a temporary file renamed into
-    place: a result file is either complete or absent (what resuming reads)."""
-    with open(path + '.tmp', 'w') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(path + '.tmp', path)
-
 
 def last_checkpoint(train_dir: str) -> str:
     """The checkpoint the Runner wrote last (its ``last_checkpoint`` file)."""
