@@ -42,7 +42,7 @@ from fsnet_mmdet.deploy.onnx_export import (export_onnx, payload_bytes,  # noqa:
                                             require)
 from fsnet_mmdet.layers.wq import compress_state_dict  # noqa: E402
 from fsnet_mmdet.utils.io import save_atomic  # noqa: E402
-from fsnet_mmdet.tools.convert_checkpoints import load_into  # noqa: E402
+from fsnet_mmdet.engine.checkpoint import load_into  # noqa: E402
 from fsnet_mmdet.tools.count_params import build_model_from_config  # noqa: E402
 from fsnet_mmdet.utils.io import write_json_atomic, write_text_atomic  # noqa: E402
 

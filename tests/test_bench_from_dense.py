@@ -64,7 +64,7 @@ def test_retinanet_demo_configs_are_twins(tmp_path, monkeypatch):
     from conftest import ROOT, VOC_ROOT, build_detector, load_config
     from fsnet_mmdet import FSConv
     from fsnet_mmdet.conversion.reconstruction import dense_twin
-    from fsnet_mmdet.validate import check_config
+    from fsnet_mmdet.engine.validate import check_config
 
     (tmp_path / 'data' / 'demo').mkdir(parents=True)
     (tmp_path / 'data' / 'demo' / 'VOCdevkit').symlink_to(VOC_ROOT)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from conftest import ROOT, build_detector, load_config, voc_batch
-from fsnet_mmdet.distillation import FSDistillationHook, channel_wise_divergence
+from fsnet_mmdet.conversion.distillation import channel_wise_divergence
+from fsnet_mmdet.engine.hooks import FSDistillationHook
 
 TESTS = ROOT / 'tests' / 'configs'
 

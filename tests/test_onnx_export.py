@@ -27,6 +27,7 @@ from fsnet_mmdet.deploy import weight_functions as wf  # noqa: E402
 from fsnet_mmdet.deploy.ort_inference import OrtDetector, ort_session  # noqa: E402
 from fsnet_mmdet.layers.wq import (compress_state_dict, dequantize,  # noqa: E402
                                       quantize, unpack)
+from fsnet_mmdet.engine.checkpoint import load_into  # noqa: E402
 from fsnet_mmdet.tools import export_onnx as tool  # noqa: E402
 
 DENSE_CONFIG = ROOT / 'tests' / 'configs' / 'ssd300_bn_tiny.py'
@@ -371,7 +372,7 @@ def plugin_wq_outputs(demo_checkpoint, voc_inputs):
     """Raw outputs of the plugin's WQ model: the demo's WQ config
     (FSConv(wq=True)) with the float checkpoint, quantized on load."""
     plugin = build_detector(load_config(DEMO_WQ_CONFIG))
-    tool.load_into(plugin, str(demo_checkpoint))
+    load_into(plugin, str(demo_checkpoint))
     assert all(plugin.get_submodule(n).wq for n in fs_layers(plugin))
     return _raw(plugin, voc_inputs)
 

@@ -9,7 +9,7 @@ from fsnet_mmdet import FSConv
 from fsnet_mmdet.conversion.permutation import (_Term, apply_permutation,
                                                 fs_order, permute_for_fs,
                                                 trace_channel_spaces)
-from fsnet_mmdet.regularization import fs_projection
+from fsnet_mmdet.conversion.regularization import fs_projection
 
 
 class Net(nn.Module):

@@ -10,10 +10,10 @@ from torch import nn
 from conftest import ROOT, run_tool
 from fsnet_mmdet import FSConv, FSLinear
 from fsnet_mmdet.layers.functional import project_filters
-from fsnet_mmdet.regularization import (FSRegularizationHook,
-                                        StructuralRegularizer, check_loaded,
-                                        fs_target_layers, lambda_at,
-                                        projection_residual, shrink_towards_fs)
+from fsnet_mmdet.conversion.regularization import (
+    StructuralRegularizer, fs_target_layers, lambda_at, projection_residual,
+    shrink_towards_fs)
+from fsnet_mmdet.engine.hooks import FSRegularizationHook, check_loaded
 
 TESTS = ROOT / 'tests' / 'configs'
 
@@ -262,7 +262,7 @@ def test_demo_configs_pair_up(tmp_path, monkeypatch):
     has a dense twin for every FS layer; the hook and both configs check."""
     from mmdet.registry import HOOKS
     from conftest import VOC_ROOT, build_detector, load_config
-    from fsnet_mmdet.validate import check_config
+    from fsnet_mmdet.engine.validate import check_config
 
     # The demo's generated data is not in a fresh clone: its relative
     # data_root resolves to the shipped VOC files instead.

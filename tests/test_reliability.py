@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY_CONFIG, VOC_ROOT, load_config, run_tool
-from fsnet_mmdet.validate import check_config
+from fsnet_mmdet.engine.validate import check_config
 
 EXACT = ROOT / 'tests' / 'configs' / 'fsnet_ssd300_tiny_exact.py'
 
@@ -161,7 +161,7 @@ def test_missing_or_unreadable_image_names_the_file(tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_fix():
-    from fsnet_mmdet.hooks import FiniteLossHook
+    from fsnet_mmdet.engine.hooks import FiniteLossHook
 
     hook = FiniteLossHook()
     runner = types.SimpleNamespace(iter=41)

@@ -1,7 +1,7 @@
 # What `make demo` trains: configs/demo/fsnet_ssd300_demo.py (the accuracy
 # benchmark's float32 reference, 750 iterations) with two changes that buy
 # accuracy per minute on a CPU:
-# - bfloat16 mixed precision (BF16OptimWrapper, fsnet_mmdet/optim.py): the
+# - bfloat16 mixed precision (BF16OptimWrapper, fsnet_mmdet/engine/optim.py): the
 #   convolutions compute in bfloat16, parameters and optimizer stay float32;
 #   a training iteration of this model takes 0.53x the float32 time on the
 #   project's 2-core machine (benchmarks/bench_train_settings.py, side by

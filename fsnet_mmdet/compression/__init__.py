@@ -10,18 +10,17 @@ step, a stored-bits count and a checkpoint format).
 * :mod:`.structure`: the ``compression`` model-config key that rebuilds a
   compressed model's layers from its config, and the parameter / FLOP counts.
 
-Importing this package registers ``KSEConv`` and installs the build hook;
-configs written by ``tools/compress.py`` import it (``custom_imports``).
+Importing it (as ``import fsnet_mmdet`` does) registers ``BSFConv`` and
+``KSEConv``; the ``compression`` config key is read by the build hook of
+:mod:`fsnet_mmdet.engine.build_hooks`.
 """
 from .bsf import BSFConv
 from .kse import KSEConv, kse_from_conv2d, kse_indicator
 from .lrf import lrf_prune_channels, ssd300_channel_groups
-from .structure import (COMPRESSION_KEY, apply_compression, install_build_hook,
-                        model_flops, stored_params)
-
-install_build_hook()
+from .structure import (COMPRESSION_KEY, apply_compression, model_flops,
+                        stored_params)
 
 __all__ = ['BSFConv', 'COMPRESSION_KEY', 'KSEConv', 'apply_compression',
-           'install_build_hook', 'kse_from_conv2d', 'kse_indicator',
+           'kse_from_conv2d', 'kse_indicator',
            'lrf_prune_channels', 'model_flops', 'ssd300_channel_groups',
            'stored_params']

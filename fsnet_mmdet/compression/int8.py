@@ -26,7 +26,7 @@ values (it loads with ``weights_only=True``), the sibling of the WQ format of
      'packed': pack(state dict, int8 codes in place of those weights)}
 
 Loading it (MMEngine's checkpoint loader, so ``tools/test.py``, ``load_from``
-and ``init_detector``; :mod:`fsnet_mmdet.compat`) gives the dense model's
+and ``init_detector``; :mod:`fsnet_mmdet.engine.compat`) gives the dense model's
 state dict with every quantized weight dequantized.
 """
 from __future__ import annotations

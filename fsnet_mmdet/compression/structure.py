@@ -29,7 +29,7 @@ from torch import nn
 
 from ..conversion.modules import replace_module
 
-#: The model-config key :func:`install_build_hook` consumes.
+#: The model-config key :func:`fsnet_mmdet.engine.build_hooks.install_build_hooks` consumes.
 COMPRESSION_KEY = 'compression'
 METHODS = ('kse', 'lrf')
 _RESIZABLE = {'conv': ('in_channels', 'out_channels'),
@@ -223,36 +223,11 @@ def model_flops(model: nn.Module, image_size: Tuple[int, int] = (300, 300)) -> i
         model.train(was_training)
 
 
-# --------------------------------------------------------------------- hook
-def _build_with_compression(original):
-    """A registry ``build_func`` that applies a model config's ``compression``."""
-    def build(cfg, *args, **kwargs):
-        if not isinstance(cfg, dict) or COMPRESSION_KEY not in cfg:
-            return original(cfg, *args, **kwargs)
-        cfg = cfg.copy()
-        spec = cfg.pop(COMPRESSION_KEY)
-        check_spec(spec)
-        model = original(cfg, *args, **kwargs)
-        return apply_compression(model, spec)
-    return build
-
-
-def install_build_hook() -> None:
-    """Make MMEngine's and MMDetection's model registries honour ``compression``
-    (once; on top of ``fs_convert``'s hook)."""
-    from mmdet.registry import MODELS as MMDET_MODELS
-    from mmengine.registry import MODELS
-
-    from ..compat import _wrap
-    for registry in (MODELS, MMDET_MODELS):
-        _wrap(registry, 'build_func', _build_with_compression)
-
-
 def effective(params: int, bits: int) -> float:
     """fp32-equivalent parameters: parameters + index bits / 32."""
     return params + bits / 32
 
 
 __all__ = ['COMPRESSION_KEY', 'METHODS', 'apply_compression', 'check_spec',
-           'effective', 'install_build_hook', 'model_flops', 'resized',
+           'effective', 'model_flops', 'resized',
            'resized_params', 'stored_params']

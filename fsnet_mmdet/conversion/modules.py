@@ -26,7 +26,7 @@ from ..layers.fslinear import FSLinear
 from ..layers.summary import SummaryWeightMixin
 from .predictors import PREDICTOR_ORDERS, find_predictors
 
-#: The model-config key that :func:`install_build_hook` consumes.
+#: The model-config key that :func:`fsnet_mmdet.engine.build_hooks.install_build_hooks` consumes.
 FS_CONVERT_KEY = 'fs_convert'
 
 
@@ -82,7 +82,7 @@ def _pattern_list(key: str, value) -> List[str]:
     return patterns
 
 
-def _matches(name: str, patterns: Sequence[str]) -> bool:
+def name_matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -200,7 +200,7 @@ def convert_to_fs(model: nn.Module,
     orders = {p.name: p.interleave for p in predictors}
     report, new = ConversionReport(), {}
     for name, layer in candidates.items():
-        if not _matches(name, include) or _matches(name, exclude):
+        if not name_matches(name, include) or name_matches(name, exclude):
             continue
         is_conv = isinstance(layer, conv_types)
         if not is_conv and linear is None:
@@ -242,33 +242,3 @@ def convert_to_fs(model: nn.Module,
             replace_module(model, name, by_id[id(module)])
     report.converted = [(name, type(fs).__name__) for name, fs in new.items()]
     return report
-
-
-def _build_with_fs_convert(original):
-    """A registry ``build_func`` that applies a model config's ``fs_convert``."""
-    def build(cfg, *args, **kwargs):
-        if not isinstance(cfg, dict) or FS_CONVERT_KEY not in cfg:
-            return original(cfg, *args, **kwargs)
-        cfg = cfg.copy()
-        options = cfg.pop(FS_CONVERT_KEY)
-        model = original(cfg, *args, **kwargs)
-        try:
-            report = convert_to_fs(model, **dict(options))
-        except TypeError as err:  # an unknown key of the fs_convert dict
-            raise ValueError(
-                f'{FS_CONVERT_KEY}: {err}; allowed keys: include, exclude, '
-                f'conv, linear, rules, predictor_order') from None
-        from mmengine.logging import print_log
-        print_log(report.summary(), logger='current')
-        return model
-    return build
-
-
-def install_build_hook() -> None:
-    """Make MMEngine's and MMDetection's model registries honour ``fs_convert``."""
-    from mmdet.registry import MODELS as MMDET_MODELS
-    from mmengine.registry import MODELS
-
-    from ..compat import _wrap
-    for registry in (MODELS, MMDET_MODELS):
-        _wrap(registry, 'build_func', _build_with_fs_convert)

@@ -15,7 +15,7 @@ the softmax-weighted sum of its block at a few candidate locations (its grid
 location and the locations up to ``dfs_radius`` summary elements away along
 each summary axis), weighted by learned logits (``dfs_logits``, shape (K, J))
 at a temperature (``dfs_temperature``, annealed by
-:class:`~fsnet_mmdet.hooks.DFSSearchHook`). :meth:`discretize` then fixes
+:class:`~fsnet_mmdet.engine.hooks.DFSSearchHook`). :meth:`discretize` then fixes
 every filter at its most likely location: the layer becomes an ordinary FS
 layer whose filters are moved from the grid by ``offsets``, a (K, ndim) int8
 table kept in the state dict (any summary layer loading a state dict with

@@ -20,12 +20,12 @@ def run_mmdet_tool(name: str) -> None:
     """Run MMDetection's ``tools/<name>`` with fsnet_mmdet loaded.
 
     The script is MMDetection's own, unchanged: its ``parse_args`` reads the
-    command line, the config is checked (:func:`fsnet_mmdet.validate.check_config`)
+    command line, the config is checked (:func:`fsnet_mmdet.engine.validate.check_config`)
     before anything is built, then its ``main`` runs.
     """
     import fsnet_mmdet  # noqa: F401  registers modules, applies compat fixes
     from fsnet_mmdet import compat
-    from fsnet_mmdet.validate import check_config
+    from fsnet_mmdet.engine.validate import check_config
     from mmengine.config import Config
 
     path = mmdet_tool_path(name)
@@ -40,5 +40,5 @@ def run_mmdet_tool(name: str) -> None:
                      training=name == 'train.py')
     except ValueError as err:
         raise SystemExit(f'error: {err}') from None
-    compat.STRICT_LOAD['enabled'] = name == 'test.py'
-    tool['main']()
+    with compat.strict_loading(name == 'test.py'):
+        tool['main']()

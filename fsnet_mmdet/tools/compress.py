@@ -141,7 +141,7 @@ def _check_pair(config: str, checkpoint: str, model: nn.Module,
     """The written config's model loads the checkpoint strictly and computes
     what ``model`` computes."""
     from ..conversion.checkpoints import check_state_dict
-    from .convert_checkpoints import read_checkpoint
+    from ..engine.checkpoint import read_checkpoint
 
     rebuilt = _build(Config.fromfile(config))
     state, _ = read_checkpoint(checkpoint)
@@ -226,7 +226,7 @@ def _compress(args: argparse.Namespace) -> None:
     import fsnet_mmdet.compression  # noqa: F401  KSEConv, the build hook
     from ..compression.structure import COMPRESSION_KEY
     from ..conversion.checkpoints import check_state_dict, plain_meta
-    from .convert_checkpoints import read_checkpoint
+    from ..engine.checkpoint import read_checkpoint
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:

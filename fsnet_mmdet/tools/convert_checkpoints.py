@@ -9,47 +9,13 @@ from typing import List, Optional, Tuple
 
 from torch import nn
 
-from ..compat import load_checkpoint_file
+from ..engine.checkpoint import load_into, read_checkpoint
 from ..conversion.checkpoints import (check_state_dict, fs_layers, plain_meta,
                                       project_state_dict, to_stock_ssd300)
 from ..layers.fsconv import count_params
-from ..layers.wq import compress_state_dict, decompress, is_compressed
+from ..layers.wq import compress_state_dict
 from ..utils.io import save_atomic
 from .count_params import build_model_from_config
-
-
-def read_checkpoint(checkpoint: str) -> Tuple[dict, dict]:
-    """The state dict and metadata of a (float or compressed) checkpoint file.
-
-    Raises:
-        ValueError: the file holds no state dict (names the file).
-        RuntimeError: the file is unreadable (names the file).
-    """
-    ckpt = load_checkpoint_file(checkpoint, map_location='cpu')
-    if is_compressed(ckpt):
-        ckpt = decompress(ckpt, checkpoint)
-    state_dict = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state_dict, dict):
-        raise ValueError(f'{checkpoint}: holds no state dict')
-    return state_dict, ckpt.get('meta', {}) or {}
-
-
-def load_into(model: nn.Module, checkpoint: str) -> dict:
-    """Load a (float or compressed) checkpoint into a model, strictly.
-
-    Returns:
-        The checkpoint's metadata.
-
-    Raises:
-        ValueError: the checkpoint does not fit the model (names the file
-            and the first mismatching entry).
-        RuntimeError: the file is unreadable (names the file).
-    """
-    state_dict, meta = read_checkpoint(checkpoint)
-    check_state_dict(model, state_dict, checkpoint)
-    model.load_state_dict(state_dict)
-    model.eval()
-    return meta
 
 
 def _run(main):

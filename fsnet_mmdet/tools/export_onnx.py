@@ -15,7 +15,7 @@ from ..deploy.onnx_export import (DEFAULT_OPSET, INPUT_NAME, INSTALL_HINT,
                                   export_onnx, payload_bytes, require)
 from ..layers.wq import fake_quantize
 from ..utils.io import check_output_path
-from .convert_checkpoints import load_into
+from ..engine.checkpoint import load_into
 
 #: Parity bounds of ``--verify``: the raw head outputs of the ONNX model
 #: against the PyTorch model's.

@@ -21,7 +21,7 @@ still needed, so newer releases that fix the problem upstream are left alone.
    ``device_ids`` when the module is on the CPU.
 3. Runner checkpoints (reliability, any version): saved atomically (a
    temporary file renamed into place), and a load error names the file;
-   ``tools/test.py`` loads strictly (:data:`STRICT_LOAD`).
+   ``tools/test.py`` loads strictly (:func:`strict_loading`).
 4. SSDHead prediction. mmdet 3.3.0's ``SSDHead`` skips ``AnchorHead.__init__``
    and so has no ``loss_cls``, which ``BaseDenseHead._predict_by_feat_single``
    reads: every SSD config fails in test/inference (mmdet issues #11780,
@@ -35,7 +35,7 @@ still needed, so newer releases that fix the problem upstream are left alone.
    depend on the names; only the table's labels change).
 6. mmcv ops under bfloat16 autocast on the CPU. mmcv 2.1.0's CPU kernels of
    ``nms`` and ``roi_align`` take float32 only, so a two-stage detector
-   trained with :class:`~fsnet_mmdet.optim.BF16OptimWrapper` (the RPN's
+   trained with :class:`~fsnet_mmdet.engine.optim.BF16OptimWrapper` (the RPN's
    proposals, the RoI features) fails with "expected scalar type Float but
    found BFloat16". Under CPU autocast those two ops run in float32 (and
    ``RoIAlign`` returns its input's dtype, which the RoI extractor writes
@@ -43,109 +43,22 @@ still needed, so newer releases that fix the problem upstream are left alone.
 """
 from __future__ import annotations
 
-import functools
-import os
-import pickle
-import warnings
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
-__all__ = ['load_checkpoint_file', 'apply_patches']
+from ..utils.patching import wrap_attribute
+from .checkpoint import load_checkpoint_file
 
-
-#: Globals a checkpoint saved by an MMEngine Runner references besides
-#: tensors: its MessageHub pickles HistoryBuffer objects (numpy arrays, and
-#: their statistics methods rebuilt with ``getattr``).
-RUNNER_CHECKPOINT_GLOBALS = frozenset({
-    'builtins.getattr',
-    'mmengine.logging.history_buffer.HistoryBuffer',
-    'numpy.ndarray',
-    'numpy.dtype',
-    'numpy._core.multiarray._reconstruct',
-    'numpy._core.multiarray.scalar',
-    'numpy.core.multiarray._reconstruct',
-    'numpy.core.multiarray.scalar',
-})
-
-
-def load_checkpoint_file(filename: str,
-                         map_location: Any = None,
-                         allow_unsafe: Optional[bool] = None) -> Any:
-    """Load a checkpoint file, with ``weights_only=True`` where possible.
-
-    A file of tensors and plain containers (our exported and quantized
-    checkpoints, plain state dicts) loads with ``weights_only=True``. A file
-    that needs other globals is fully unpickled only if they all belong to a
-    Runner checkpoint (:data:`RUNNER_CHECKPOINT_GLOBALS`) and ``allow_unsafe``;
-    a full unpickle can run code from the file, so load only checkpoints you
-    trust.
-
-    Args:
-        filename: path of the file.
-        map_location: as :func:`torch.load`.
-        allow_unsafe: allow the full unpickle of Runner checkpoints. Defaults
-            to True unless the environment sets ``FSNET_WEIGHTS_ONLY=1``.
-
-    Returns:
-        The loaded object.
-
-    Raises:
-        FileNotFoundError: no such file.
-        RuntimeError: the file is truncated, corrupted or not a torch
-            checkpoint, or needs a full unpickle that is not allowed; the
-            message names the file.
-    """
-    filename = os.path.expanduser(filename)
-    if not os.path.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    if allow_unsafe is None:
-        allow_unsafe = os.environ.get('FSNET_WEIGHTS_ONLY', '0') != '1'
-    try:
-        return torch.load(filename, map_location=map_location,
-                          weights_only=True)
-    except pickle.UnpicklingError as err:
-        if 'Unsupported global' not in str(err):
-            raise _unreadable(filename, err) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise _unreadable(filename, err) from err
-
-    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(filename))
-    foreign = sorted(unsafe - RUNNER_CHECKPOINT_GLOBALS)
-    if foreign:
-        raise RuntimeError(
-            f'{filename}: refusing to unpickle: it references {foreign}, which '
-            f'no MMEngine Runner checkpoint holds (only tensors, plain '
-            f'containers and {sorted(RUNNER_CHECKPOINT_GLOBALS)} are loaded)')
-    if not allow_unsafe:
-        raise RuntimeError(
-            f'{filename}: a Runner checkpoint needs a full unpickle '
-            f'({sorted(unsafe)}), which FSNET_WEIGHTS_ONLY=1 forbids')
-    warnings.warn(
-        f'{filename}: loading an MMEngine Runner checkpoint with a full '
-        f'unpickle (torch.load weights_only=False), which can run code from '
-        f'the file: load only checkpoints you trust; FSNET_WEIGHTS_ONLY=1 '
-        f'refuses.')
-    try:
-        return torch.load(filename, map_location=map_location,
-                          weights_only=False)
-    except Exception as err:  # noqa: BLE001  any failure means unreadable
-        raise _unreadable(filename, err) from err
-
-
-def _unreadable(filename: str, err: BaseException) -> RuntimeError:
-    detail = [line for line in str(err).splitlines() if line.strip()]
-    return RuntimeError(f'{filename}: truncated, corrupted or not a torch '
-                        f'checkpoint ({type(err).__name__}: '
-                        f'{detail[-1] if detail else ""})')
+__all__ = ['apply_patches', 'strict_loading']
 
 
 def _register_checkpoint_loader() -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from .compression import bsf
-    from .compression import int8
-    from .layers.wq import decompress, is_compressed
+    from ..compression import bsf, int8
+    from ..layers.wq import decompress, is_compressed
 
     @CheckpointLoader.register_scheme(prefixes='', force=True)
     def load_from_local(filename, map_location):
@@ -157,18 +70,6 @@ def _register_checkpoint_loader() -> None:
         elif bsf.is_bsf_checkpoint(checkpoint):
             checkpoint = bsf.decompress_bsf(checkpoint, filename)
         return checkpoint
-
-
-def _wrap(owner, name: str, wrapper_of) -> None:
-    """Replace ``owner.name`` by ``wrapper_of(original)``, once per
-    ``wrapper_of`` (idempotent; different wrappers stack)."""
-    original = getattr(owner, name)
-    flag = f'fsnet_patched_{wrapper_of.__module__}.{wrapper_of.__qualname__}'
-    if getattr(original, flag, False):
-        return
-    wrapped = functools.wraps(original)(wrapper_of(original))
-    setattr(wrapped, flag, True)  # functools.wraps carries earlier flags
-    setattr(owner, name, wrapped)
 
 
 def _init_dist_pytorch_cpu(original):
@@ -206,8 +107,8 @@ def _patch_cpu_distributed() -> None:
     from mmengine.dist import utils
     from mmengine.model import MMDistributedDataParallel
 
-    _wrap(utils, '_init_dist_pytorch', _init_dist_pytorch_cpu)
-    _wrap(MMDistributedDataParallel, '__init__', _ddp_init_cpu)
+    wrap_attribute(utils, '_init_dist_pytorch', _init_dist_pytorch_cpu)
+    wrap_attribute(MMDistributedDataParallel, '__init__', _ddp_init_cpu)
 
 
 def _ssd_head_init(original):
@@ -243,14 +144,25 @@ def _voc_metric_own_classes(original):
     return compute_metrics
 
 
-#: Set by ``tools/test.py``: evaluation loads its checkpoint strictly (every
-#: key present, every shape equal), as evaluating other weights is wrong.
-STRICT_LOAD = {'enabled': False}
+_strict = {'enabled': False}
+
+
+@contextmanager
+def strict_loading(enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``Runner.load_checkpoint`` loads strictly (every
+    key present, every shape equal): ``tools/test.py`` evaluates the weights
+    it was given or fails, never other weights."""
+    before = _strict['enabled']
+    _strict['enabled'] = enabled
+    try:
+        yield
+    finally:
+        _strict['enabled'] = before
 
 
 def _atomic_save(original):
     """mmengine's ``save_checkpoint``; local files are written atomically."""
-    from .utils.io import save_atomic
+    from ..utils.io import save_atomic
 
     def save_checkpoint(checkpoint, filename, *args, **kwargs):
         if '://' in str(filename) or args or any(kwargs.values()):
@@ -261,12 +173,12 @@ def _atomic_save(original):
 
 
 def _load_naming_file(original):
-    """``Runner.load_checkpoint``: strict under :data:`STRICT_LOAD`, errors
+    """``Runner.load_checkpoint``: strict under :func:`strict_loading`, errors
     that name the file."""
 
     def load_checkpoint(self, filename, map_location='cpu', strict=False,
                         revise_keys=[(r'^module.', '')]):
-        strict = strict or STRICT_LOAD['enabled']
+        strict = strict or _strict['enabled']
         try:
             return original(self, filename, map_location, strict, revise_keys)
         except (ValueError, RuntimeError, KeyError) as err:
@@ -281,8 +193,8 @@ def _patch_runner_checkpoints() -> None:
     from mmengine.runner import Runner
     from mmengine.runner import runner as runner_module
 
-    _wrap(runner_module, 'save_checkpoint', _atomic_save)
-    _wrap(Runner, 'load_checkpoint', _load_naming_file)
+    wrap_attribute(runner_module, 'save_checkpoint', _atomic_save)
+    wrap_attribute(Runner, 'load_checkpoint', _load_naming_file)
 
 
 def _nms_float32_under_cpu_autocast(original):
@@ -310,11 +222,11 @@ def apply_patches() -> None:
     if digit_version(mmengine.__version__) <= digit_version('0.10.7'):
         _patch_cpu_distributed()
     from mmdet.models.dense_heads import SSDHead
-    _wrap(SSDHead, '__init__', _ssd_head_init)
+    wrap_attribute(SSDHead, '__init__', _ssd_head_init)
     from mmdet.evaluation import VOCMetric
-    _wrap(VOCMetric, 'compute_metrics', _voc_metric_own_classes)
+    wrap_attribute(VOCMetric, 'compute_metrics', _voc_metric_own_classes)
     _patch_runner_checkpoints()
     from mmcv.ops import RoIAlign
     from mmcv.ops.nms import NMSop
-    _wrap(NMSop, 'forward', _nms_float32_under_cpu_autocast)
-    _wrap(RoIAlign, 'forward', _roi_align_float32_under_cpu_autocast)
+    wrap_attribute(NMSop, 'forward', _nms_float32_under_cpu_autocast)
+    wrap_attribute(RoIAlign, 'forward', _roi_align_float32_under_cpu_autocast)

@@ -1,209 +1,143 @@
-"""Structural regularization: bring a trained dense model to the FS structure.
-
-Projecting a freely trained dense weight onto the filter-summary subspace
-loses almost everything (relative error ~0.93 on the demo's SSD300): the
-projection ``P_FS`` (each summary element the mean of the weights that map to
-it, :func:`~fsnet_mmdet.layers.functional.project_filters`) is already the
-least-squares fit, so no weight-space fit does better. As Structured
-Convolutions (Bhalgat et al., NeurIPS 2020) do for their fixed linear
-structure, the dense model is instead fine-tuned with its own loss plus
-
-    lambda(t) * sum_l ||W_l - P_FS(W_l)||^2 / ||W_l||^2
-
-over the layers that will become FS, lambda ramped until the residual is
-small; the projection (loading the checkpoint into the FS model: ``load_from``
-or ``tools/convert.py``) is then nearly lossless and training goes on as FS.
-
-:func:`projection_residual` is the pure function; :class:`StructuralRegularizer`
-holds the layers' indices and adds the term to the detector's loss dict (a
-forward hook: module names and checkpoints stay the detector's own);
-:class:`FSRegularizationHook` builds it from the FS model the dense one will be
-projected into, ramps lambda and logs the residuals.
-"""
+"""Every training hook of the package: the loss guard, the DFS search
+schedule, structural regularization towards FS and feature distillation
+(their pure parts live in :mod:`fsnet_mmdet.conversion`)."""
 from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmdet.registry import HOOKS
-from torch import Tensor, nn
+from torch import nn
 
-from .conversion.modules import _matches
-from .layers.functional import project_filters
-from .layers.summary import SummaryWeightMixin
-
-
-def fs_projection(weight: Tensor, index: Tensor, numel: int) -> Tensor:
-    """``P_FS(W)``: every weight replaced by the mean of the weights that
-    share its summary element (:func:`project_filters`, re-extracted)."""
-    return project_filters(weight, index, numel)[index.long()]
+from ..conversion.distillation import Distiller, features_module
+from ..conversion.regularization import (StructuralRegularizer,
+                                         fs_target_layers, lambda_at)
+from ..layers.summary import SummaryWeightMixin
+from ..utils.io import write_json_atomic
+from .checkpoint import load_into
 
 
-@torch.no_grad()
-def shrink_towards_fs(weight: Tensor, index: Tensor, numel: int,
-                      rate: float) -> None:
-    """Move a dense weight in place a fraction of the way to its projection.
+@HOOKS.register_module()
+class FiniteLossHook(Hook):
+    """Stop at the first non-finite loss, with the likely fix.
 
-    ``W <- W - rate * (W - P_FS(W))``: the proximal step of
-    ``rate / (2 (1 - rate)) * ||W - P_FS(W)||^2`` (for a step of 1), applied
-    after the optimizer's step, decoupled from its gradient scaling as
-    AdamW decouples weight decay; ``rate=1`` is the projection itself.
+    mmdet's ``CheckInvalidLossHook`` checks every 50 iterations and says only
+    that the loss is NaN; this hook checks every iteration (the loss is
+    already a logged scalar) and names the loss terms and the remedies.
+    """
+
+    priority = 'VERY_LOW'
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        if not outputs or 'loss' not in outputs:
+            return
+        values = {k: float(v.detach() if isinstance(v, torch.Tensor) else v)
+                  for k, v in outputs.items() if 'loss' in k}
+        if all(math.isfinite(v) for v in values.values()):
+            return
+        terms = ', '.join(f'{k}={v}' for k, v in values.items())
+        raise FloatingPointError(
+            f'iteration {runner.iter + 1}: non-finite loss ({terms}). '
+            f'From-scratch detectors diverge when the learning rate is too '
+            f'high: lower optim_wrapper.optimizer.lr (or train with a smaller '
+            f'batch and --auto-scale-lr), lengthen the warm-up (the LinearLR '
+            f'param_scheduler\'s end) or clip gradients '
+            f'(optim_wrapper.clip_grad=dict(max_norm=...)); then --resume from '
+            f'the last checkpoint.')
+
+
+@HOOKS.register_module()
+class DFSSearchHook(Hook):
+    """Differentiable FSNet's schedule: search the filter locations, then fix them.
+
+    For the first ``search_iters`` training iterations every searching FS
+    layer (``dfs_radius >= 1``) mixes its candidate blocks with the softmax of
+    its logits at a temperature annealed geometrically from
+    ``temperature[0]`` to ``temperature[1]`` (logged as ``dfs_temperature``);
+    before the next iteration every such layer is discretized
+    (:meth:`~fsnet_mmdet.layers.summary.SummaryWeightMixin.discretize`): it
+    keeps its most likely location and trains on as a plain FS layer. A
+    checkpoint saved after that holds each layer's int8 ``offsets`` and no
+    logits; loading it (``tools/test.py``, ``--resume``) discretizes the
+    model built from the same config.
 
     Args:
-        weight: dense weight W, any shape matching ``index``.
-        index: the flat summary element each weight element reads.
-        numel: number of summary elements.
-        rate: fraction in [0, 1].
-    """
-    weight.sub_(rate * (weight - fs_projection(weight, index, numel)))
-
-
-def projection_residual(weight: Tensor, index: Tensor, numel: int) -> Tuple[Tensor, Tensor]:
-    """Squared distance of a dense weight from the FS subspace, and its norm.
-
-    Args:
-        weight: (K, C, S1, S2) conv or (N, C) linear dense weight W.
-        index: integer tensor of ``weight``'s shape: the flat summary element
-            each weight element reads in the FS layer W will become.
-        numel: number of summary elements.
-
-    Returns:
-        ``(||W - P_FS(W)||^2, ||W||^2)``, both differentiable scalars.
-        ``P_FS(W) = project_filters(W)[index]``: every weight replaced by the
-        mean of the weights that share its summary element (the orthogonal
-        projection onto the weights an FS layer can express, Eq. 2's fixed
-        point), so the gradient of the first is ``2 (W - P_FS(W))``.
-    """
-    return ((weight - fs_projection(weight, index, numel)).pow(2).sum(),
-            weight.pow(2).sum())
-
-
-class StructuralRegularizer:
-    """Adds ``loss_fs_reg`` (and the residuals, for the log) to a loss dict.
-
-    Registered as a forward hook on the detector: on every ``mode='loss'``
-    call it reads each regularized layer's current dense weight by name, so
-    it holds no parameter (checkpoints, optimizers and deep copies of the
-    model are unaffected).
-
-    Attributes:
-        layers: {module name: (index, numel)} of the regularized layers.
-        lam: the current weight lambda of the term; None: the term is not
-            added to the loss (the residuals are still measured, for the log).
-        residuals: {module name: ||W - P(W)|| / ||W||} at the last loss call.
+        search_iters: length of the search: an int number of iterations, or
+            a float in (0, 1), that fraction of the training's ``max_iters``.
+            It must end before training does.
+        temperature: (start, end) softmax temperatures, both > 0.
     """
 
-    def __init__(self, layers: Dict[str, Tuple[Tensor, int]],
-                 lam: Optional[float] = 0.0) -> None:
+    priority = 'NORMAL'
+
+    def __init__(self, search_iters: Union[int, float] = 0.5,
+                 temperature: Sequence[float] = (1.0, 0.1)) -> None:
+        if isinstance(search_iters, bool) or not (
+                (isinstance(search_iters, int) and search_iters >= 1) or
+                (isinstance(search_iters, float) and 0 < search_iters < 1)):
+            raise ValueError(f'search_iters must be an int >= 1 or a float in '
+                             f'(0, 1) (a fraction of max_iters), got '
+                             f'{search_iters!r}')
+        if len(temperature) != 2 or not all(
+                isinstance(t, (int, float)) and 0 < t < math.inf
+                for t in temperature):
+            raise ValueError(f'temperature must be (start, end), two positive '
+                             f'numbers, got {temperature!r}')
+        self.search_iters = search_iters
+        self.temperature = tuple(float(t) for t in temperature)
+        self.end = None
+
+    @staticmethod
+    def searching_layers(runner) -> list:
+        model = runner.model
+        if is_model_wrapper(model):
+            model = model.module
+        return [m for m in model.modules()
+                if isinstance(m, SummaryWeightMixin) and m.searching]
+
+    def before_train(self, runner) -> None:
+        max_iters = runner.max_iters
+        end = (self.search_iters if isinstance(self.search_iters, int)
+               else round(self.search_iters * max_iters))
+        if not 1 <= end < max_iters:
+            raise ValueError(f'DFSSearchHook: search_iters={self.search_iters!r} '
+                             f'gives a search of {end} iterations, which must '
+                             f'end before training does (max_iters={max_iters})')
+        if not self.searching_layers(runner) and runner.iter < end:
+            raise ValueError('DFSSearchHook: the model has no searching FS '
+                             'layer; give its FSConv / FSLinear dfs_radius=1 '
+                             '(or more)')
+        self.end = end
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        layers = self.searching_layers(runner)
         if not layers:
-            raise ValueError('StructuralRegularizer: no layer to regularize')
-        self.layers = layers
-        self.lam = lam
-        self.residuals: Dict[str, float] = {}
-
-    def loss(self, model: nn.Module) -> Tuple[Tensor, Tensor]:
-        """``(sum_l ||W_l - P(W_l)||^2 / ||W_l||^2, total relative residual)``.
-
-        The total is ``sqrt(sum_l ||W_l - P(W_l)||^2 / sum_l ||W_l||^2)``, a
-        weight-norm-weighted summary of the per-layer residuals (stored in
-        :attr:`residuals`).
-        """
-        terms, errors, norms = [], [], []
-        for name, (index, numel) in self.layers.items():
-            weight = model.get_submodule(name).weight
-            error, norm = projection_residual(weight, index.to(weight.device), numel)
-            terms.append(error / norm)
-            errors.append(error.detach())
-            norms.append(norm.detach())
-        terms = torch.stack(terms)
-        self.residuals = dict(zip(self.layers, terms.detach().sqrt().tolist()))
-        total = (torch.stack(errors).sum() / torch.stack(norms).sum()).sqrt()
-        return terms.sum(), total
-
-    def __call__(self, module: nn.Module, args, kwargs, output):
-        if not (module.training and kwargs.get('mode') == 'loss'
-                and isinstance(output, dict)):
-            return output
-        output = dict(output)
-        if self.lam is None:
-            with torch.no_grad():
-                _, output['fs_residual'] = self.loss(module)
-            return output
-        term, output['fs_residual'] = self.loss(module)
-        output['loss_fs_reg'] = term * self.lam
-        return output
-
-    def shrink(self, model: nn.Module, rate: float) -> None:
-        """:func:`shrink_towards_fs` on every regularized layer."""
-        for name, (index, numel) in self.layers.items():
-            weight = model.get_submodule(name).weight
-            shrink_towards_fs(weight.data, index.to(weight.device), numel, rate)
+            return
+        if runner.iter >= self.end:
+            for m in layers:
+                m.discretize()
+            moved = sum(m.moved_filters() for m in layers)
+            total = sum(len(m.offsets) for m in layers)
+            runner.logger.info(
+                f'DFSNet: iteration {runner.iter}: {len(layers)} layers '
+                f'discretized; {moved} of {total} filters left their grid '
+                f'location')
+            return
+        start, stop = self.temperature
+        t = start * (stop / start) ** (runner.iter / self.end)
+        for m in layers:
+            m.dfs_temperature = t
+        runner.message_hub.update_scalar('train/dfs_temperature', t)
 
 
-def fs_target_layers(target: nn.Module, dense: nn.Module,
-                     include: Optional[Sequence[str]] = None
-                     ) -> Dict[str, Tuple[Tensor, int]]:
-    """The index of every FS layer of ``target``, checked against ``dense``.
-
-    Args:
-        target: the FS model the dense one will be projected into (built from
-            its config: FSConv through ``conv_cfg`` or ``fs_convert``).
-        dense: the dense model being fine-tuned.
-        include: module-name patterns (``fnmatch``) restricting the layers;
-            None for every FS layer of the target.
-
-    Returns:
-        {module name: (index, summary numel)}, the same names in both models.
-
-    Raises:
-        ValueError: the target has no FS layer; a pattern matches no FS
-            layer; a target FS layer has no dense layer of the same name and
-            weight shape in ``dense``; a target layer is a DFSNet search.
-    """
-    fs = {n: m for n, m in target.named_modules()
-          if isinstance(m, SummaryWeightMixin)}
-    if not fs:
-        raise ValueError(f'FSRegularizationHook: the target model '
-                         f'({type(target).__name__}) has no FS layer; give the '
-                         f'config of the FS model (FSConv / fs_convert)')
-    if include is not None:
-        patterns = [include] if isinstance(include, str) else list(include)
-        for pattern in patterns:
-            if not any(_matches(n, [pattern]) for n in fs):
-                raise ValueError(
-                    f'FSRegularizationHook: include pattern {pattern!r} matches '
-                    f'no FS layer of the target; its FS layers are named like '
-                    f'{sorted(fs)[:3]}')
-        fs = {n: m for n, m in fs.items() if _matches(n, patterns)}
-    dense_modules = dict(dense.named_modules())
-    layers = {}
-    for name, layer in fs.items():
-        if layer.searching:
-            raise ValueError(f'FSRegularizationHook: target layer {name} is a '
-                             f'DFSNet search (dfs_radius >= 1): its filters have '
-                             f'no fixed location to regularize towards')
-        other = dense_modules.get(name)
-        weight = getattr(other, 'weight', None)
-        if (other is None or isinstance(other, SummaryWeightMixin)
-                or not isinstance(weight, Tensor)
-                or tuple(weight.shape) != tuple(layer.index.shape)):
-            found = ('nothing' if other is None else
-                     f'{type(other).__name__} with weight '
-                     f'{None if weight is None else tuple(weight.shape)}')
-            raise ValueError(
-                f'FSRegularizationHook: target FS layer {name} needs a dense '
-                f'layer of the same name with a weight of shape '
-                f'{tuple(layer.index.shape)} in the trained model; found '
-                f'{found}. The target config must be the FS version of the '
-                f'trained model\'s config')
-        layers[name] = (layer.index.detach().clone(), layer.summary.numel())
-    return layers
-
+# ------------------------------------------------ structural regularization
 
 def _iters(name: str, value: Union[int, float], max_iters: int) -> int:
     """An iteration count given as an int, or as a fraction of ``max_iters``."""
@@ -214,15 +148,6 @@ def _iters(name: str, value: Union[int, float], max_iters: int) -> int:
                          f'or a float in [0, 1] (a fraction of max_iters), got '
                          f'{value!r}')
     return value if isinstance(value, int) else round(value * max_iters)
-
-
-def lambda_at(it: int, lam: Tuple[float, float], ramp_iters: int) -> float:
-    """A ramped value at iteration ``it``: geometric from ``lam[0]`` to
-    ``lam[1]`` over ``ramp_iters`` iterations, then held at ``lam[1]``."""
-    start, end = lam
-    if ramp_iters == 0 or it >= ramp_iters:
-        return end
-    return start * (end / start) ** (it / ramp_iters)
 
 
 def _pair(name: str, value, high: float = math.inf) -> Optional[Tuple[float, float]]:
@@ -376,7 +301,6 @@ class FSRegularizationHook(Hook):
             + ', '.join(f'{n} {r:.4f}' for n, r in worst[:5]))
 
     def after_train(self, runner) -> None:
-        from .utils.io import write_json_atomic
         self._handle.remove()
         with torch.no_grad():
             _, total = self.regularizer.loss(self._model(runner))
@@ -416,3 +340,75 @@ def check_loaded(runner, model: nn.Module) -> None:
             f'missing {missing[:5]}{"..." if len(missing) > 5 else ""}, '
             f'unexpected {unexpected[:5]}{"..." if len(unexpected) > 5 else ""}, '
             f'shapes differ {reshaped[:5]}')
+
+
+# ------------------------------------------------------------ distillation
+
+@HOOKS.register_module()
+class FSDistillationHook(Hook):
+    """Distil a frozen teacher's neck features into the model being trained.
+
+    Adds ``weight * sum_levels CWD(student, teacher)`` to the loss, logged as
+    ``loss_cwd``. The teacher is built from its own config and loaded from
+    its checkpoint strictly (every key, every shape) before the first
+    iteration; it stays in eval mode (BatchNorm statistics fixed) with no
+    parameter requiring a gradient.
+
+    Args:
+        teacher_config: path of the teacher's config (its ``model`` is built).
+        teacher_checkpoint: the teacher's trained checkpoint.
+        weight: loss weight, > 0 (CWD's papers use 3-10 on FPN outputs).
+        tau: softmax temperature, > 0.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, teacher_config: str, teacher_checkpoint: str,
+                 weight: float = 3.0, tau: float = 1.0) -> None:
+        for name, path in (('teacher_config', teacher_config),
+                           ('teacher_checkpoint', teacher_checkpoint)):
+            if not isinstance(path, str) or not os.path.isfile(path):
+                raise ValueError(f'FSDistillationHook: {name} {path!r} does '
+                                 f'not exist')
+        for name, value in (('weight', weight), ('tau', tau)):
+            if isinstance(value, bool) or not isinstance(
+                    value, (int, float)) or not 0 < value < float('inf'):
+                raise ValueError(f'FSDistillationHook: {name} must be a '
+                                 f'positive number, got {value!r}')
+        self.teacher_config = teacher_config
+        self.teacher_checkpoint = teacher_checkpoint
+        self.weight, self.tau = float(weight), float(tau)
+        self.teacher = None
+
+    def build_teacher(self) -> nn.Module:
+        """The teacher: built, loaded strictly, frozen, in eval mode."""
+        from mmengine.config import Config
+        from mmdet.registry import MODELS
+
+        teacher = MODELS.build(Config.fromfile(self.teacher_config).model)
+        try:
+            load_into(teacher, self.teacher_checkpoint)  # strict, then eval()
+        except ValueError as err:
+            raise ValueError(f'FSDistillationHook: teacher checkpoint does not '
+                             f'fit teacher_config {self.teacher_config}: '
+                             f'{err}') from None
+        teacher.requires_grad_(False)
+        return teacher.eval()
+
+    def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        device = next(model.parameters()).device
+        self.teacher = self.build_teacher().to(device)
+        distiller = Distiller(self.teacher, self.weight, self.tau)
+        self._handles = [
+            features_module(model).register_forward_hook(distiller.capture),
+            model.register_forward_hook(distiller, with_kwargs=True)]
+        runner.logger.info(
+            f'FSDistillationHook: teacher {self.teacher_config} '
+            f'({self.teacher_checkpoint}) frozen; CWD on '
+            f'{"neck" if getattr(model, "neck", None) is not None else "backbone"}'
+            f' outputs, weight {self.weight:g}, tau {self.tau:g}')
+
+    def after_train(self, runner) -> None:
+        for handle in self._handles:
+            handle.remove()
