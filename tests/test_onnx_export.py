@@ -26,7 +26,8 @@ from fsnet_mmdet.deploy import onnx_export as ox  # noqa: E402
 from fsnet_mmdet.deploy import weight_functions as wf  # noqa: E402
 from fsnet_mmdet.deploy.ort_inference import OrtDetector, ort_session  # noqa: E402
 from fsnet_mmdet.layers.wq import (compress_state_dict, dequantize,  # noqa: E402
-                                      quantize, unpack)
+                                   quantize)
+from fsnet_mmdet.utils.io import unpack_tensors  # noqa: E402
 from fsnet_mmdet.engine.checkpoint import load_into  # noqa: E402
 from fsnet_mmdet.tools import export_onnx as tool  # noqa: E402
 
@@ -412,7 +413,7 @@ def test_wq_export_stores_the_compressed_checkpoints_codes(wq_onnx, demo_model):
     names = fs_layers(demo_model)
     packed = compress_state_dict(demo_model.state_dict(),
                                  [f'{n}.summary' for n in names], {})
-    codes = unpack(packed['packed'])
+    codes = unpack_tensors(packed['packed'])
     graph = onnx.load(str(wq_onnx)).graph
     inits = {t.name: numpy_helper.to_array(t).copy() for t in graph.initializer}
     for name in names:

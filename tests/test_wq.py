@@ -10,8 +10,8 @@ from conftest import (TINY_CONFIG, TINY_WQ_CONFIG, build_detector,
                       load_config, run_tool, voc_batch)
 from fsnet_mmdet import FSConv
 from fsnet_mmdet.layers.wq import (compress_state_dict, decompress,
-                                      dequantize, fake_quantize, pack,
-                                      quantize, unpack)
+                                   dequantize, fake_quantize, quantize)
+from fsnet_mmdet.utils.io import pack_tensors, unpack_tensors
 
 
 @pytest.mark.parametrize('shape,scale', [((64, 8, 8), 1.0), ((3, 5, 7), 1e-4),
@@ -62,7 +62,7 @@ def test_compressed_checkpoint_leaves_dense_layers_and_bn_untouched(tmp_path):
         if key != '0.summary':
             assert torch.equal(restored[key], state[key]) and restored[key].dtype == state[key].dtype
     torch.testing.assert_close(restored['0.summary'], fake_quantize(state['0.summary']))
-    assert unpack(pack(state)).keys() == state.keys()
+    assert unpack_tensors(pack_tensors(state)).keys() == state.keys()
 
 
 def test_quantize_tool_writes_small_weights_only_file(trained, tmp_path):

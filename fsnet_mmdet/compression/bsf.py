@@ -52,7 +52,7 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from ..layers.derived_weight import DerivedWeightMixin
-from ..layers.wq import pack, unpack
+from ..utils.io import pack_tensors, unpack_tensors
 
 FORWARD_MODES = ('weight', 'stm')
 CHECKPOINT_FORMAT = 'fsnet-bsf'
@@ -515,7 +515,7 @@ def compress_bsf_state_dict(state_dict: Mapping[str, Tensor],
     bits (:func:`pack_bits` of ``bank >= 0``, uint8, ``ceil(M d S1 S2 / 8)``
     bytes) and ``name.select`` in :func:`index_dtype`; everything else
     (scales, biases, other layers, BatchNorm) unchanged, packed per dtype with
-    :func:`~fsnet_mmdet.layers.wq.pack`::
+    :func:`~fsnet_mmdet.utils.io.pack_tensors`::
 
         {'meta': {'format': 'fsnet-bsf', 'version': 1, ...},
          'layers': {name: {'bank_shape': [M, d, S1, S2], 'dtype': str}},
@@ -560,7 +560,7 @@ def compress_bsf_state_dict(state_dict: Mapping[str, Tensor],
                        'dtype': str(bank.dtype).replace('torch.', '')}
     return {'meta': dict(meta, format=CHECKPOINT_FORMAT,
                          version=CHECKPOINT_VERSION),
-            'layers': table, 'packed': pack(tensors)}
+            'layers': table, 'packed': pack_tensors(tensors)}
 
 
 def is_bsf_checkpoint(checkpoint) -> bool:
@@ -586,7 +586,7 @@ def decompress_bsf(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
         raise ValueError(f'{filename}: BSF checkpoint version '
                          f'{meta.get("version")!r}, this fsnet_mmdet reads '
                          f'version {CHECKPOINT_VERSION}')
-    state_dict = unpack(checkpoint.get('packed'), filename)
+    state_dict = unpack_tensors(checkpoint.get('packed'), filename)
     table = checkpoint.get('layers')
     if not isinstance(table, dict):
         raise ValueError(f'{filename}: malformed BSF checkpoint: no layers table')

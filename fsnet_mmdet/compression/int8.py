@@ -22,8 +22,8 @@ values (it loads with ``weights_only=True``), the sibling of the WQ format of
 
     {'meta': {'format': 'fsnet-int8', 'version': 1, ...},
      'weights': {key: {'axis': int, 'dtype': str}},  # the quantized weights
-     'scales': pack({key: (channels,) float32}),
-     'packed': pack(state dict, int8 codes in place of those weights)}
+     'scales': pack_tensors({key: (channels,) float32}),
+     'packed': pack_tensors(state dict, int8 codes in place of those weights)}
 
 Loading it (MMEngine's checkpoint loader, so ``tools/test.py``, ``load_from``
 and ``init_detector``; :mod:`fsnet_mmdet.engine.compat`) gives the dense model's
@@ -36,7 +36,7 @@ from typing import Dict, Mapping, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..layers.wq import pack, unpack
+from ..utils.io import pack_tensors, unpack_tensors
 
 FORMAT = 'fsnet-int8'
 VERSION = 1
@@ -154,7 +154,7 @@ def int8_weights(model: nn.Module) -> Dict[str, int]:
 
 
 def packed_bytes(packed: Mapping) -> int:
-    """Bytes of tensor data in a :func:`~fsnet_mmdet.layers.wq.pack` result."""
+    """Bytes of tensor data in a :func:`~fsnet_mmdet.utils.io.pack_tensors` result."""
     return sum(t.numel() * t.element_size() for t in packed['data'].values())
 
 
@@ -189,8 +189,8 @@ def compress_state_dict(state_dict: Mapping[str, Tensor],
         else:
             tensors[key] = value
     return {'meta': dict(meta, format=FORMAT, version=VERSION),
-            'weights': entries, 'scales': pack(scales),
-            'packed': pack(tensors)}
+            'weights': entries, 'scales': pack_tensors(scales),
+            'packed': pack_tensors(tensors)}
 
 
 def payload_bytes(checkpoint: Mapping) -> int:
@@ -227,8 +227,8 @@ def decompress(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
         raise ValueError(f'{filename}: int8 checkpoint version '
                          f'{meta.get("version")!r}, this fsnet_mmdet reads '
                          f'version {VERSION}')
-    state_dict = unpack(checkpoint.get('packed'), filename)
-    scales = unpack(checkpoint.get('scales'), filename)
+    state_dict = unpack_tensors(checkpoint.get('packed'), filename)
+    scales = unpack_tensors(checkpoint.get('scales'), filename)
     entries = checkpoint.get('weights')
     if not isinstance(entries, dict):
         raise ValueError(f'{filename}: malformed int8 checkpoint: no weights '

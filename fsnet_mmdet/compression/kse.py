@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from ..conversion.modules import replace_module
+from ..utils.modules import replace_module
 
 #: Neighbours of the kNN density (the authors' code: 5).
 KNN = 5

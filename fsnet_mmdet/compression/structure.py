@@ -27,7 +27,7 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
-from ..conversion.modules import replace_module
+from ..utils.modules import replace_module
 
 #: The model-config key :func:`fsnet_mmdet.engine.build_hooks.install_build_hooks` consumes.
 COMPRESSION_KEY = 'compression'

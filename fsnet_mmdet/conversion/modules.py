@@ -24,6 +24,7 @@ from torch import nn
 from ..layers.fsconv import FSConv
 from ..layers.fslinear import FSLinear
 from ..layers.summary import SummaryWeightMixin
+from ..utils.modules import replace_module
 from .predictors import PREDICTOR_ORDERS, find_predictors
 
 #: The model-config key that :func:`fsnet_mmdet.engine.build_hooks.install_build_hooks` consumes.
@@ -123,12 +124,6 @@ def _replacement(layer: nn.Module, options: dict) -> nn.Module:
             fs.bias.copy_(layer.bias)
     fs.train(layer.training)
     return fs
-
-
-def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Put ``new`` where the submodule ``name`` (dotted) of ``model`` is."""
-    parent, _, child = name.rpartition('.')
-    setattr(model.get_submodule(parent), child, new)
 
 
 def convert_to_fs(model: nn.Module,

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..layers.fsconv import FSConv
 from ..layers.fslinear import FSLinear
 from ..layers.summary import SummaryWeightMixin
-from .modules import replace_module
+from ..utils.modules import replace_module
 
 
 def dense_twin(fs_model: nn.Module, dense_state: Dict[str, Tensor]) -> nn.Module:

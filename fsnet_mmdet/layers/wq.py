@@ -22,10 +22,12 @@ and an SSD300 has ~160 tensors).
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Tuple
+from typing import Mapping, Tuple
 
 import torch
 from torch import Tensor
+
+from ..utils.io import pack_tensors, unpack_tensors
 
 LEVELS = 256
 FORMAT = 'fsnet-wq'
@@ -79,37 +81,6 @@ def fake_quantize(summary: Tensor) -> Tensor:
     return dequantize(*quantize(summary), dtype=summary.dtype)
 
 
-def pack(tensors: Mapping[str, Tensor]) -> dict:
-    """Concatenate tensors per dtype: ``{'data': {dtype: flat}, 'entries': [...]}``."""
-    chunks: Dict[str, list] = {}
-    entries = []
-    for key, tensor in tensors.items():
-        dtype = str(tensor.dtype).replace('torch.', '')
-        group = chunks.setdefault(dtype, [])
-        offset = sum(c.numel() for c in group)
-        entries.append([key, dtype, list(tensor.shape), offset])
-        group.append(tensor.detach().reshape(-1).cpu())
-    return {'data': {d: torch.cat(c) for d, c in chunks.items()},
-            'entries': entries}
-
-
-def unpack(packed: dict, filename: str = '<checkpoint>') -> Dict[str, Tensor]:
-    """Inverse of :func:`pack`; ValueError (naming the file and entry) if malformed."""
-    tensors = {}
-    try:
-        data, entries = packed['data'], packed['entries']
-        for key, dtype, shape, offset in entries:
-            flat = data[dtype]
-            numel = math.prod(shape)
-            if offset < 0 or offset + numel > flat.numel():
-                raise ValueError(f'entry {key!r} runs past its {dtype} data')
-            tensors[key] = flat[offset:offset + numel].view(shape).clone()
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f'{filename}: malformed compressed checkpoint '
-                         f'({type(err).__name__}: {err})') from err
-    return tensors
-
-
 def compress_state_dict(state_dict: Mapping[str, Tensor],
                         summary_keys, meta: dict) -> dict:
     """Build a compressed checkpoint from a float state dict.
@@ -131,7 +102,7 @@ def compress_state_dict(state_dict: Mapping[str, Tensor],
         else:
             tensors[key] = value
     return {'meta': dict(meta, format=FORMAT, version=VERSION),
-            'summaries': summaries, 'packed': pack(tensors)}
+            'summaries': summaries, 'packed': pack_tensors(tensors)}
 
 
 def is_compressed(checkpoint) -> bool:
@@ -160,7 +131,7 @@ def decompress(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
         raise ValueError(f'{filename}: compressed checkpoint version '
                          f'{meta.get("version")!r}, this fsnet_mmdet reads '
                          f'version {VERSION}')
-    state_dict = unpack(checkpoint.get('packed'), filename)
+    state_dict = unpack_tensors(checkpoint.get('packed'), filename)
     for key, entry in checkpoint.get('summaries', {}).items():
         codes = state_dict.get(key)
         try:

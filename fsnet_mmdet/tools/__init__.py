@@ -2,6 +2,18 @@
 import os.path as osp
 import runpy
 import sys
+from typing import Callable, List, Optional
+
+
+def one_line_errors(main: Callable[[Optional[List[str]]], None]
+                    ) -> Callable[[Optional[List[str]]], None]:
+    """Run a tool's main; expected errors exit with one line, no traceback."""
+    def wrapped(argv: Optional[List[str]] = None) -> None:
+        try:
+            main(argv)
+        except (ValueError, RuntimeError, FileNotFoundError) as err:
+            raise SystemExit(f'error: {err}') from None
+    return wrapped
 
 
 def mmdet_tool_path(name: str) -> str:
@@ -24,7 +36,7 @@ def run_mmdet_tool(name: str) -> None:
     before anything is built, then its ``main`` runs.
     """
     import fsnet_mmdet  # noqa: F401  registers modules, applies compat fixes
-    from fsnet_mmdet import compat
+    from fsnet_mmdet.engine import compat
     from fsnet_mmdet.engine.validate import check_config
     from mmengine.config import Config
 

@@ -18,7 +18,7 @@ from ..layers.fsconv import count_params
 from ..compression.int8 import (compress_state_dict, effective_params, int8_weights,
                     packed_bytes, payload_bytes)
 from ..utils.io import save_atomic
-from .convert_checkpoints import _run
+from . import one_line_errors
 from .count_params import build_model_from_config
 
 
@@ -82,7 +82,7 @@ def _model(args: argparse.Namespace) -> nn.Module:
     return build_model_from_config(args.config, args.cfg_options)
 
 
-@_run
+@one_line_errors
 def quantize_int8_main(argv: Optional[List[str]] = None) -> None:
     args = _parse(
         argv, 'Write a compressed int8 checkpoint of a dense model: every '
@@ -126,7 +126,7 @@ def _bsf(args: argparse.Namespace) -> Tuple[nn.Module, List[str]]:
     return model, layers
 
 
-@_run
+@one_line_errors
 def compress_bsf_main(argv: Optional[List[str]] = None) -> None:
     args = _parse(
         argv, 'Write a compressed checkpoint of a BSF (binary stacked '

@@ -15,17 +15,8 @@ from ..conversion.checkpoints import (check_state_dict, fs_layers, plain_meta,
 from ..layers.fsconv import count_params
 from ..layers.wq import compress_state_dict
 from ..utils.io import save_atomic
+from . import one_line_errors
 from .count_params import build_model_from_config
-
-
-def _run(main):
-    """Run a tool's main; expected errors exit with one line, no traceback."""
-    def wrapped(argv: Optional[List[str]] = None) -> None:
-        try:
-            main(argv)
-        except (ValueError, RuntimeError, FileNotFoundError) as err:
-            raise SystemExit(f'error: {err}') from None
-    return wrapped
 
 
 def _parser(description: str, config: str, checkpoint: str,
@@ -52,7 +43,7 @@ def _fs_model(args: argparse.Namespace, what: str) -> Tuple[nn.Module, List[str]
     return model, layers
 
 
-@_run
+@one_line_errors
 def quantize_main(argv: Optional[List[str]] = None) -> None:
     args = _parse(
         argv, 'Write a compressed FSNet-WQ checkpoint: every filter summary '
@@ -74,7 +65,7 @@ def quantize_main(argv: Optional[List[str]] = None) -> None:
           f'bytes / (4 x effective) = {size / (4 * report.effective_wq):.3f}')
 
 
-@_run
+@one_line_errors
 def bake_main(argv: Optional[List[str]] = None) -> None:
     args = _parse(
         argv, 'Export an FS (float or WQ) or dense SSD300-BN checkpoint as a '
@@ -145,7 +136,7 @@ def _permute(model: nn.Module, config: str, dense_state: dict,
     return twin.state_dict()
 
 
-@_run
+@one_line_errors
 def convert_main(argv: Optional[List[str]] = None) -> None:
     parser = _parser(
         'Start an FS model from a trained dense checkpoint: every '

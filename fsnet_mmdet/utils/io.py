@@ -1,13 +1,16 @@
 """Atomic file writes: a file is either complete or absent (or the previous
 one), never half-written. The one writer of checkpoints, configs, results and
-exported graphs in the package, its tools and benchmarks."""
+exported graphs in the package, its tools and benchmarks. And the tensor
+packing that every compressed checkpoint format (WQ, int8, BSF) stores."""
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Dict, Iterator, Mapping
 
 import torch
+from torch import Tensor
 
 
 def check_output_path(filename: str) -> None:
@@ -72,7 +75,8 @@ def save_atomic(obj: Any, filename: str) -> int:
         The size of the written file in bytes.
     """
     with atomic_path(filename) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
     return os.path.getsize(filename)
 
 
@@ -87,3 +91,34 @@ def write_json_atomic(path: str, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (a result file
     is either complete or absent: what resuming benchmarks read)."""
     write_text_atomic(path, json.dumps(obj, indent=1) + '\n')
+
+
+def pack_tensors(tensors: Mapping[str, Tensor]) -> dict:
+    """Concatenate tensors per dtype: ``{'data': {dtype: flat}, 'entries': [...]}``."""
+    chunks: Dict[str, list] = {}
+    entries = []
+    for key, tensor in tensors.items():
+        dtype = str(tensor.dtype).replace('torch.', '')
+        group = chunks.setdefault(dtype, [])
+        offset = sum(c.numel() for c in group)
+        entries.append([key, dtype, list(tensor.shape), offset])
+        group.append(tensor.detach().reshape(-1).cpu())
+    return {'data': {d: torch.cat(c) for d, c in chunks.items()},
+            'entries': entries}
+
+
+def unpack_tensors(packed: dict, filename: str = '<checkpoint>') -> Dict[str, Tensor]:
+    """Inverse of :func:`pack_tensors`; ValueError (naming the file and entry) if malformed."""
+    tensors = {}
+    try:
+        data, entries = packed['data'], packed['entries']
+        for key, dtype, shape, offset in entries:
+            flat = data[dtype]
+            numel = math.prod(shape)
+            if offset < 0 or offset + numel > flat.numel():
+                raise ValueError(f'entry {key!r} runs past its {dtype} data')
+            tensors[key] = flat[offset:offset + numel].view(shape).clone()
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f'{filename}: malformed compressed checkpoint '
+                         f'({type(err).__name__}: {err})') from err
+    return tensors
