@@ -21,7 +21,7 @@ setup(
         'setuptools>=77.0.3,<81',
     ],
     extras_require={
-        'tests': ['pytest', 'hypothesis'],
+        'tests': ['pytest', 'pytest-xdist', 'hypothesis'],
         # ONNX export (TorchScript exporter: no onnxscript) and onnxruntime.
         'deploy': ['onnx==1.23.2', 'onnxruntime==1.32.0'],
     },

@@ -3,7 +3,7 @@
 ``python docs/architecture.py`` checks the rules below on every module of
 ``fsnet_mmdet`` and draws ``docs/architecture.png`` (the families, one row per
 level, an arrow for every family that imports another, with the number of
-import statements); ``tests/test_architecture.py`` runs the same check, so the
+import statements); ``tests/docs/test_architecture.py`` runs the same check, so the
 picture and the rules cannot drift from the code.
 
 Rules:

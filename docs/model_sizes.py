@@ -1,7 +1,7 @@
 """Parameters and checkpoint bytes of the VOC SSD300 configs (docs/model_sizes.json).
 
 The README's full-scale results table reads its parameter counts and
-checkpoint bytes from the file this script writes (``tests/test_docs.py``
+checkpoint bytes from the file this script writes (``tests/docs/test_docs.py``
 checks the table against it). For every VOC SSD300 config: the model's
 parameters (``count_params``: stored, dense-equivalent and the WQ effective
 count, as ``tools/count_params.py`` prints them), and the bytes of its

@@ -1,10 +1,32 @@
-"""Shared helpers: repository paths, configs and real VOC batches."""
+"""Shared helpers: repository paths, configs and real VOC batches; the
+``e2e`` marker; one thread per pytest-xdist worker."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # ``make test`` runs one worker per core: one thread each (inherited by
+    # the tools the tests start), not two workers of two threads on 2 cores.
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    os.environ.setdefault('MKL_NUM_THREADS', '1')
+
+
+def pytest_configure(config):
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        import torch
+        torch.set_num_threads(1)
+    config.addinivalue_line(
+        'markers', 'e2e: trains a model or runs a tool end to end (in a '
+        'subprocess); `pytest -m "not e2e"` runs the unit tests only')
+
+
+def pytest_collection_modifyitems(config, items):
+    """End-to-end tests first (stable order otherwise): the longest start
+    first, so the xdist workers finish together."""
+    items.sort(key=lambda item: item.get_closest_marker('e2e') is None)
 
 ROOT = Path(__file__).resolve().parents[1]
 VOC_ROOT = ROOT / 'tests' / 'data' / 'VOCdevkit'

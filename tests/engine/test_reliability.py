@@ -16,6 +16,7 @@ from fsnet_mmdet.engine.validate import check_config
 EXACT = ROOT / 'tests' / 'configs' / 'fsnet_ssd300_tiny_exact.py'
 
 
+@pytest.mark.e2e
 def test_interrupted_training_resumes_exactly(tmp_path):
     full = tmp_path / 'full'
     assert run_tool('tools/train.py', EXACT, '--work-dir', full).returncode == 0
@@ -52,6 +53,7 @@ def test_runner_checkpoint_save_is_atomic(tmp_path):
     assert target.read_bytes() == good and os.listdir(tmp_path) == ['epoch_1.pth']
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('damage', ['truncated', 'garbage'])
 def test_bad_checkpoint_in_tools_test_names_the_file(trained, tmp_path, damage):
     bad = tmp_path / 'bad.pth'
@@ -63,6 +65,7 @@ def test_bad_checkpoint_in_tools_test_names_the_file(trained, tmp_path, damage):
     assert f'{bad}: truncated, corrupted or not a torch checkpoint' in result.stderr
 
 
+@pytest.mark.e2e
 def test_mismatched_checkpoint_in_tools_test_names_file_and_layer(trained, tmp_path):
     result = run_tool('tools/test.py', 'configs/fsnet2_ssd300_voc.py',
                       trained / 'epoch_2.pth', '--work-dir', tmp_path,
@@ -104,6 +107,7 @@ def test_cpu_run_asking_for_nccl_or_syncbn():
     check_config(cfg, 'c.py', launcher='pytorch')
 
 
+@pytest.mark.e2e
 def test_train_tool_rejects_bad_config_in_one_line(tmp_path):
     start = time.time()
     result = run_tool('tools/train.py', TINY_CONFIG, '--work-dir', tmp_path,

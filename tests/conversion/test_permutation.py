@@ -1,4 +1,5 @@
 """Function-preserving channel permutations before the FS projection."""
+import pytest
 import sys
 
 import torch
@@ -141,6 +142,7 @@ def test_permute_for_fs_keeps_the_function_and_lowers_the_projection_error():
     assert total_kept() > start
 
 
+@pytest.mark.e2e
 def test_convert_tool_permutes_before_projecting(tmp_path):
     """tools/convert.py --permute on the tiny SSD300: same function of the
     dense model, a lower total projection error than without it."""

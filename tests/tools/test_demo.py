@@ -1,4 +1,5 @@
 """The demo pipeline end to end at tiny scale, so `make demo` cannot rot."""
+import pytest
 import json
 import xml.etree.ElementTree as ET
 
@@ -41,6 +42,7 @@ def test_half_written_or_corrupt_data_is_regenerated(tmp_path):
     assert json.loads((root / MARKER).read_text())['num_trainval'] == 4
 
 
+@pytest.mark.e2e
 def test_demo_runs_end_to_end_and_refuses_to_mix_results(tmp_path):
     args = ['tools/demo.py', '--work-dir', tmp_path / 'work', '--data-root',
             tmp_path / 'data', '--num-trainval', '8', '--num-test', '4',

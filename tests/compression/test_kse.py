@@ -278,6 +278,7 @@ def test_setting_for_target_is_the_smallest_t():
 
 
 # -------------------------------------------------------------- the tool
+@pytest.mark.e2e
 def test_tool_kse_end_to_end(tmp_path, capsys):
     """tools/compress.py --method kse on the tiny dense SSD300-BN (random
     weights): config + checkpoint written; tools/test.py evaluates them."""

@@ -25,6 +25,7 @@ def quick_run(tmp_path_factory):
     return work, args
 
 
+@pytest.mark.e2e
 def test_quick_benchmark_trains_tests_quantizes_and_resumes(quick_run):
     work, args = quick_run
     report = json.loads((work / 'docs' / 'results.json').read_text())
@@ -92,6 +93,7 @@ def _bsf_bits_by_hand(model: nn.Module) -> int:
                       if id(p) not in inside)
 
 
+@pytest.mark.e2e
 def test_quick_compare_int8_bsf_lrf_rows(quick_run):
     """--quick --compare in the --quick work dir: the three points are
     resumed; one int8, one BSF and one LRF point run end to end (KSE takes
@@ -204,6 +206,7 @@ def test_quick_compare_int8_bsf_lrf_rows(quick_run):
     assert rerun['mAP_source'] == lrf['mAP']  # the row's run
 
 
+@pytest.mark.e2e
 def test_bad_arguments_are_refused(tmp_path):
     result = run_tool('benchmarks/bench_accuracy.py', '--quick', '--iters', '1',
                       '--work-dir', tmp_path)
@@ -213,7 +216,7 @@ def test_bad_arguments_are_refused(tmp_path):
 
 
 def _bench_module():
-    path = os.path.join(os.path.dirname(__file__), '..', 'benchmarks',
+    path = os.path.join(str(ROOT), 'benchmarks',
                         'bench_accuracy.py')
     spec = importlib.util.spec_from_file_location('bench_accuracy', path)
     module = importlib.util.module_from_spec(spec)

@@ -211,6 +211,7 @@ def test_load_from_must_fit_the_model_exactly(tmp_path):
         check_loaded(runner, dense)
 
 
+@pytest.mark.e2e
 def test_tools_train_regularize_convert_test_quantize(tmp_path):
     """tools/train.py (dense) -> train.py with the hook -> convert.py ->
     test.py -> quantize.py -> test.py (WQ) on the shared VOC images."""

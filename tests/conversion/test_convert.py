@@ -67,6 +67,7 @@ def test_a_weight_of_another_shape_is_refused_naming_it():
             torch.testing.assert_close(fs.state_dict()[key], value)
 
 
+@pytest.mark.e2e
 def test_convert_tool_turns_a_dense_detector_into_its_fs_model(tmp_path):
     dense_cfg = tmp_path / 'dense.py'
     dense_cfg.write_text(

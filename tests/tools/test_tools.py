@@ -1,4 +1,5 @@
 """The real tools end to end: train -> test -> resume -> load_from -> init_detector."""
+import pytest
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import torch
 from conftest import ROOT, TINY_CONFIG, VOC_ROOT, run_tool  # noqa: F401  (trained)
 
 
+@pytest.mark.e2e
 def test_runner_checkpoint_evaluates_in_tools_test(trained):
     result = run_tool('tools/test.py', TINY_CONFIG, trained / 'epoch_2.pth',
                       '--work-dir', trained / 'test')
@@ -16,6 +18,7 @@ def test_runner_checkpoint_evaluates_in_tools_test(trained):
     assert 'loading an MMEngine Runner checkpoint with a full' in result.stderr
 
 
+@pytest.mark.e2e
 def test_weights_only_mode_refuses_runner_checkpoint(trained):
     result = run_tool('tools/test.py', TINY_CONFIG, trained / 'epoch_2.pth',
                       '--work-dir', trained / 'refuse',
@@ -24,6 +27,7 @@ def test_weights_only_mode_refuses_runner_checkpoint(trained):
     assert 'FSNET_WEIGHTS_ONLY=1 forbids' in result.stderr
 
 
+@pytest.mark.e2e
 def test_resume_and_load_from(trained, tmp_path):
     result = run_tool('tools/train.py', TINY_CONFIG, '--work-dir', tmp_path,
                       '--resume', trained / 'epoch_1.pth')
@@ -39,6 +43,7 @@ def test_resume_and_load_from(trained, tmp_path):
     assert 'Load checkpoint from' in result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_init_detector_and_inference(trained):
     from mmdet.apis import inference_detector, init_detector
 
@@ -55,6 +60,7 @@ def test_init_detector_and_inference(trained):
     assert (pred.bboxes[:, 2] <= w + 1).all() and (pred.bboxes[:, 3] <= h + 1).all()
 
 
+@pytest.mark.e2e
 def test_dist_train_two_cpu_processes_with_gloo(tmp_path):
     # mmengine 0.10.7 calls torch.cuda.set_device unconditionally; our fix
     # lets tools/dist_train.sh (--launcher pytorch) run on CPU with gloo.

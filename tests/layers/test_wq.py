@@ -65,6 +65,7 @@ def test_compressed_checkpoint_leaves_dense_layers_and_bn_untouched(tmp_path):
     assert unpack_tensors(pack_tensors(state)).keys() == state.keys()
 
 
+@pytest.mark.e2e
 def test_quantize_tool_writes_small_weights_only_file(trained, tmp_path):
     out = tmp_path / 'wq.pth'
     result = run_tool('tools/quantize.py', TINY_CONFIG, trained / 'epoch_2.pth', out)
@@ -79,6 +80,7 @@ def test_quantize_tool_writes_small_weights_only_file(trained, tmp_path):
     assert ckpt['meta']['format'] == 'fsnet-wq' and len(ckpt['summaries']) == 35
 
 
+@pytest.mark.e2e
 def test_wq_config_same_detections_from_compressed_and_float(trained, tmp_path):
     from mmengine.runner import load_checkpoint
 
@@ -106,6 +108,7 @@ def test_wq_config_same_detections_from_compressed_and_float(trained, tmp_path):
     assert not torch.equal(float_model.state_dict()[key], model.state_dict()[key])
 
 
+@pytest.mark.e2e
 def test_wq_eval_through_tools_test(trained, tmp_path):
     out = tmp_path / 'wq.pth'
     assert run_tool('tools/quantize.py', TINY_CONFIG, trained / 'epoch_2.pth',
@@ -115,6 +118,7 @@ def test_wq_eval_through_tools_test(trained, tmp_path):
     assert 'pascal_voc/mAP' in result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_quantize_refuses_bad_input(trained, tmp_path):
     out = tmp_path / 'out.pth'
     result = run_tool('tools/quantize.py', 'configs/ssd300_bn_voc.py',
@@ -157,6 +161,7 @@ assert 'fsnet_mmdet' not in sys.modules
 '''
 
 
+@pytest.mark.e2e
 def test_bake_to_stock_mmdet_ssd300_without_plugin(trained, tmp_path):
     out = tmp_path / 'stock.pth'
     result = run_tool('tools/bake.py', TINY_CONFIG, trained / 'epoch_2.pth', out)

@@ -1,9 +1,11 @@
 """benchmarks/bench_from_dense.py at tiny scale (--quick): real tools, resumable."""
+import pytest
 import json
 
 from conftest import run_tool
 
 
+@pytest.mark.e2e
 def test_quick_from_dense_benchmark_runs_every_step_and_resumes(tmp_path):
     work = tmp_path / 'bench'
     args = ['benchmarks/bench_from_dense.py', '--quick', '--methods',
@@ -45,6 +47,7 @@ def test_quick_from_dense_benchmark_runs_every_step_and_resumes(tmp_path):
         == table.split('\n\nCommand')[0]
 
 
+@pytest.mark.e2e
 def test_retinanet_path_refuses_the_methods_it_has_no_config_for(tmp_path):
     result = run_tool('benchmarks/bench_from_dense.py', '--detector', 'retinanet',
                       '--methods', 'recon', 'fsshrink', '--work-dir', tmp_path)

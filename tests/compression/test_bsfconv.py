@@ -388,6 +388,7 @@ def test_detector_with_fs_convert_to_bsf_trains_every_bank():
 
 
 # ------------------------------------------- detector through conv_cfg, tools
+@pytest.mark.e2e
 def test_bsf_detector_compressed_evaluates_through_tools_test(tmp_path):
     from mmengine.runner import Runner, load_checkpoint
     cfg = load_config(BSF_NARROW)
@@ -433,6 +434,7 @@ def test_bsf_detector_compressed_evaluates_through_tools_test(tmp_path):
         assert torch.equal(a.pred_instances.scores, b['pred_instances']['scores'])
 
 
+@pytest.mark.e2e
 def test_compress_tool_refuses_a_model_without_bsf_and_bad_outputs(tmp_path):
     def error(argv):
         with pytest.raises(SystemExit) as exit_info:

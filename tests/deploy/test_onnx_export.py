@@ -428,6 +428,7 @@ def test_wq_export_stores_the_compressed_checkpoints_codes(wq_onnx, demo_model):
 
 
 # ------------------------------------------------------------ tool, sizes
+@pytest.mark.e2e
 def test_tool_exports_wq_and_verifies(demo_model, demo_checkpoint, tmp_path):
     """The real command line on the demo's model: --wq --verify."""
     out = tmp_path / 'demo_wq.onnx'

@@ -276,6 +276,7 @@ def test_bad_structures_are_refused(small_ssd):
 
 
 # -------------------------------------------------------------- the tool
+@pytest.mark.e2e
 def test_tool_lrf_end_to_end(tmp_path, capsys, small_ssd):
     """tools/compress.py --method lrf: a physically smaller dense model
     (fewer parameters and FLOPs); config + checkpoint load in tools/test.py."""

@@ -293,6 +293,7 @@ def test_dfs_configs_build_searching_models(config):
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys['dfs_logits'].decay_mult == 0
 
 
+@pytest.mark.e2e
 def test_train_searches_then_discretizes_and_the_checkpoint_tests(tmp_path):
     """tools/train.py with the search hook: the last checkpoint holds the
     location tables, no logits; tools/test.py and quantize take it."""

@@ -419,7 +419,7 @@ def test_summary_picture_geometry_is_the_papers_worked_example():
 def test_model_sizes_json_is_what_its_script_measures_now():
     """docs/model_sizes.json against ``docs/model_sizes.py`` run now, for
     FSNet-1-WQ: one model build; its effective count and compressed bytes are
-    the entries a change of the WQ format would move (tests/test_ssd.py
+    the entries a change of the WQ format would move (tests/models/test_ssd.py
     checks the stored counts of the others)."""
     spec = importlib.util.spec_from_file_location(
         'model_sizes', ROOT / 'docs' / 'model_sizes.py')

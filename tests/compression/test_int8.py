@@ -208,6 +208,7 @@ def in_memory_int8_model(dense_path):
     return model.eval()
 
 
+@pytest.mark.e2e
 def test_tool_writes_a_weights_only_int8_file_and_counts_its_bytes(quantized):
     out, stdout = quantized
     assert os.listdir(out.parent) == ['int8.pth']  # no temporary file left
@@ -231,6 +232,7 @@ def test_tool_writes_a_weights_only_int8_file_and_counts_its_bytes(quantized):
     assert size < 0.26 * 4 * params  # about 4x smaller than float32
 
 
+@pytest.mark.e2e
 def test_int8_checkpoint_evaluates_through_tools_test_like_in_memory(
         dense, quantized, tmp_path):
     from mmengine.runner import Runner, load_checkpoint
@@ -274,6 +276,7 @@ def tool_error(argv) -> str:
     return str(exit_info.value.code)
 
 
+@pytest.mark.e2e
 def test_tool_refuses_bad_input_writing_nothing(dense, quantized, tmp_path):
     out = tmp_path / 'out.pth'
     # A truncated checkpoint, compressed or not.
@@ -306,6 +309,7 @@ def test_tool_refuses_bad_input_writing_nothing(dense, quantized, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['a_file', 'bad.pth', 'nan.pth']
 
 
+@pytest.mark.e2e
 def test_an_interrupted_save_leaves_the_previous_file_alone(
         dense, tmp_path, monkeypatch):
     out = tmp_path / 'int8.pth'
