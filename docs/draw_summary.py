@@ -22,8 +22,8 @@ import os
 from typing import List, Set, Tuple
 
 from fsnet_mmdet.utils.io import atomic_path
-from fsnet_mmdet.layers.functional import (FSGeometry, filter_index, multiplicity,
-                                    resolve_geometry)
+from fsnet_mmdet.layers.geometry import FSGeometry, resolve_geometry
+from fsnet_mmdet.layers.index import filter_index, multiplicity
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: (k1, k2) grid positions drawn on the spatial plane, with their colours.

@@ -46,6 +46,7 @@ import math
 from dataclasses import dataclass
 from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.registry import MODELS
@@ -74,7 +75,7 @@ class BSFGeometry(NamedTuple):
     slices: int
 
 
-def resolve_geometry(in_channels: int, out_channels: int, bank_size: int,
+def bsf_geometry(in_channels: int, out_channels: int, bank_size: int,
                      bank_channels: int) -> BSFGeometry:
     """The layer's (M, d, G) from its options (rules in the module docstring).
 
@@ -285,7 +286,7 @@ class BSFConv(DerivedWeightMixin, nn.Conv2d):
                          padding, dilation, groups, bias, padding_mode,
                          device='meta', dtype=dtype)
         del self._parameters['weight']
-        self.geometry = resolve_geometry(in_channels, out_channels, bank_size,
+        self.geometry = bsf_geometry(in_channels, out_channels, bank_size,
                                          bank_channels)
         self.seed = seed
         self.forward_mode = forward_mode
@@ -458,32 +459,6 @@ def count_bits(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------ compressed checkpoint
-def pack_bits(bits: Tensor) -> Tensor:
-    """Pack a boolean tensor, flattened, 8 to a byte, first bit in the MSB.
-
-    Args:
-        bits: bool tensor, any shape (n elements).
-
-    Returns:
-        (ceil(n / 8),) uint8, the last byte padded with zeros (as
-        ``numpy.packbits``).
-    """
-    flat = bits.reshape(-1).to(torch.uint8)
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.cat([flat, flat.new_zeros(pad)])
-    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8,
-                           device=flat.device)
-    return (flat.view(-1, 8) * weights).sum(1, dtype=torch.int32).to(torch.uint8)
-
-
-def unpack_bits(packed: Tensor, count: int) -> Tensor:
-    """Inverse of :func:`pack_bits`: the first ``count`` bits, as bool (count,)."""
-    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
-    bits = (packed.view(-1, 1) >> shifts) & 1
-    return bits.reshape(-1)[:count].bool()
-
-
 def index_dtype(bank_size: int) -> torch.dtype:
     """Smallest integer dtype holding 0 .. M - 1: uint8, int16 or int32."""
     if bank_size <= 2**8:
@@ -512,7 +487,7 @@ def compress_bsf_state_dict(state_dict: Mapping[str, Tensor],
     """Build a compressed BSF checkpoint from a float state dict.
 
     For every BSF layer ``name``: ``name.bank`` is stored as its packed sign
-    bits (:func:`pack_bits` of ``bank >= 0``, uint8, ``ceil(M d S1 S2 / 8)``
+    bits (``numpy.packbits`` of ``bank >= 0``, uint8, ``ceil(M d S1 S2 / 8)``
     bytes) and ``name.select`` in :func:`index_dtype`; everything else
     (scales, biases, other layers, BatchNorm) unchanged, packed per dtype with
     :func:`~fsnet_mmdet.utils.io.pack_tensors`::
@@ -554,7 +529,8 @@ def compress_bsf_state_dict(state_dict: Mapping[str, Tensor],
                                         int(select.max()) < m)):
             raise ValueError(f'{select_key}: needs a (K, G) selection with '
                              f'indices in [0, {m})')
-        tensors[bank_key] = pack_bits(bank >= 0)
+        tensors[bank_key] = torch.from_numpy(np.packbits(
+            (bank >= 0).reshape(-1).cpu().numpy()))
         tensors[select_key] = select.to(index_dtype(m))
         table[name] = {'bank_shape': list(bank.shape),
                        'dtype': str(bank.dtype).replace('torch.', '')}
@@ -613,7 +589,8 @@ def decompress_bsf(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
             raise ValueError(f'{filename}: malformed BSF layer {name!r}: its '
                              f'selection must be (K, G) integers in '
                              f'[0, {shape[0]})')
-        signs = unpack_bits(bits, count).view(shape)
+        signs = torch.from_numpy(np.unpackbits(
+            bits.cpu().numpy(), count=count).astype(bool)).view(shape)
         one = torch.ones(shape, dtype=dtype)
         state_dict[bank_key] = torch.where(signs, one, -one)
         state_dict[select_key] = select.long()
@@ -626,4 +603,4 @@ __all__ = ['BSFConv', 'BSFGeometry', 'LayerBits', 'balanced_selection',
            'binarize', 'bsf_conv2d', 'bsf_layers', 'bsf_weight',
            'compress_bsf_state_dict', 'count_bits', 'decompress_bsf',
            'index_bits', 'index_dtype', 'is_bsf_checkpoint', 'layer_bits',
-           'pack_bits', 'resolve_geometry', 'stm_conv2d', 'unpack_bits']
+           'bsf_geometry', 'stm_conv2d']

@@ -193,7 +193,7 @@ def compress_state_dict(state_dict: Mapping[str, Tensor],
             'packed': pack_tensors(tensors)}
 
 
-def payload_bytes(checkpoint: Mapping) -> int:
+def checkpoint_payload_bytes(checkpoint: Mapping) -> int:
     """Bytes of tensor data in a compressed int8 checkpoint: one per code,
     four per scale, the other tensors' own sizes (the file adds the
     records' framing and the entry lists)."""
@@ -275,4 +275,4 @@ def effective_params(num_params: int, quantized: int, channels: int) -> float:
 __all__ = ['FORMAT', 'QMAX', 'VERSION', 'compress_state_dict', 'decompress',
            'dequantize_per_channel', 'effective_params',
            'fake_quantize_per_channel', 'int8_weights', 'is_int8_checkpoint',
-           'packed_bytes', 'payload_bytes', 'quantize_per_channel']
+           'packed_bytes', 'checkpoint_payload_bytes', 'quantize_per_channel']

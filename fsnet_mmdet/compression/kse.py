@@ -274,7 +274,7 @@ def kmeans(points: Tensor, q: int, seed: int = 0, inits: int = KMEANS_INITS,
 
 
 # ------------------------------------------------------------- index packing
-def pack_bits(values: Tensor, widths: Tensor) -> Tensor:
+def pack_varwidth(values: Tensor, widths: Tensor) -> Tensor:
     """Pack non-negative ints into a byte string, ``widths[i]`` bits each.
 
     Layout: the values one after the other, each least significant bit
@@ -299,8 +299,8 @@ def pack_bits(values: Tensor, widths: Tensor) -> Tensor:
     return (bits << torch.arange(8)).sum(1).to(torch.uint8)
 
 
-def unpack_bits(packed: Tensor, widths: Tensor) -> Tensor:
-    """Inverse of :func:`pack_bits`: (M,) long values."""
+def unpack_varwidth(packed: Tensor, widths: Tensor) -> Tensor:
+    """Inverse of :func:`pack_varwidth`: (M,) long values."""
     widths = widths.long().reshape(-1).to(packed.device)
     total = int(widths.sum())
     out = torch.zeros(len(widths), dtype=torch.long, device=packed.device)
@@ -405,7 +405,7 @@ class KSEConv(nn.Conv2d):
       one channel after the other (channels in increasing order);
     * ``index``: uint8 buffer, the centroid index of every kernel of every
       channel with ``0 < q < out_channels``, packed with
-      ``ceil(log2 q)`` bits each (:func:`pack_bits`; channel by channel,
+      ``ceil(log2 q)`` bits each (:func:`pack_varwidth`; channel by channel,
       kernels n = 0 .. N-1 within a channel); channels kept whole need none.
 
     Forward: ``conv2d(x[:, kept], centroids[gather])``, so only the kept
@@ -497,7 +497,7 @@ class KSEConv(nn.Conv2d):
         n, kept = self.out_channels, len(self.channels)
         labels = torch.arange(n, device=self.index.device)[:, None].repeat(1, kept)
         if len(self.clustered):
-            values = unpack_bits(self.index, self.label_widths).view(-1, n).t()
+            values = unpack_varwidth(self.index, self.label_widths).view(-1, n).t()
             limit = torch.tensor(self.q, device=values.device)[
                 self.channels[self.clustered]]
             if (values >= limit).any():
@@ -515,7 +515,7 @@ class KSEConv(nn.Conv2d):
                              f'channels) = {(n, len(self.channels))}, got '
                              f'{tuple(labels.shape)}')
         values = labels[:, self.clustered.cpu()].t().reshape(-1).cpu()
-        packed = pack_bits(values, self.label_widths.cpu())
+        packed = pack_varwidth(values, self.label_widths.cpu())
         self.index.copy_(packed.to(self.index.device))
         self._gather_cache = None
 

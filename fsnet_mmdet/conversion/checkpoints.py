@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 from mmcv.cnn import ConvModule
@@ -99,6 +99,23 @@ def check_state_dict(model: nn.Module, state_dict: Dict[str, Tensor],
     if extra:
         raise ValueError(f'{filename}: {extra[0]!r} (and {len(extra) - 1} more) '
                          f'is not in the config\'s model')
+
+
+def save_weights(filename: str, state_dict: Mapping[str, Tensor],
+                 meta: Optional[dict] = None, **extra) -> int:
+    """Write a weights-only checkpoint ``{'meta', 'state_dict'}`` atomically.
+
+    ``meta`` is the training run's metadata (:func:`plain_meta` of it is
+    kept: ``dataset_meta`` above all, so mmdet's ``init_detector`` /
+    ``DetInferencer`` name the model's own classes); ``extra`` entries are
+    added to it.
+
+    Returns:
+        The size of the written file in bytes.
+    """
+    from ..utils.io import save_atomic
+    return save_atomic({'meta': dict(plain_meta(meta or {}), **extra),
+                        'state_dict': dict(state_dict)}, filename)
 
 
 def plain_meta(meta: dict) -> dict:

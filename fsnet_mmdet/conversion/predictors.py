@@ -7,7 +7,7 @@ RetinaHead's ``retina_cls`` has ``A x C`` outputs read as channel ``a * C + c``
 order the C class scores (or 4 box deltas) of one anchor would share weights,
 and those are the outputs that must differ most. With ``interleave = g``
 (g = C, or 4) the same output of neighbouring anchors shares instead
-(:func:`~fsnet_mmdet.layers.functional.interleave_order`): channel ``a * g + c`` is
+(:func:`~fsnet_mmdet.layers.index.interleave_order`): channel ``a * g + c`` is
 grid filter ``c * A + a``. This is what ``FSSSDHead(pred_interleave=True)``
 does for SSD300 (+11.7 mAP points at the same parameter count,
 docs/accuracy.md "Why FS trailed"); :func:`find_predictors` finds it for every

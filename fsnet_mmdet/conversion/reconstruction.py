@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.fsconv import FSConv
-from ..layers.fslinear import FSLinear
 from ..layers.summary import SummaryWeightMixin
 from ..utils.modules import replace_module
 

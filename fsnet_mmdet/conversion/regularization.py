@@ -3,7 +3,7 @@
 Projecting a freely trained dense weight onto the filter-summary subspace
 loses almost everything (relative error ~0.93 on the demo's SSD300): the
 projection ``P_FS`` (each summary element the mean of the weights that map to
-it, :func:`~fsnet_mmdet.layers.functional.project_filters`) is already the
+it, :func:`~fsnet_mmdet.layers.extraction.project_filters`) is already the
 least-squares fit, so no weight-space fit does better. As Structured
 Convolutions (Bhalgat et al., NeurIPS 2020) do for their fixed linear
 structure, the dense model is instead fine-tuned with its own loss plus
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .modules import name_matches
-from ..layers.functional import project_filters
+from ..layers.extraction import project_filters
 from ..layers.summary import SummaryWeightMixin
 
 

@@ -60,7 +60,7 @@ def grid_index(k1: int, k2: int, k3: int, x: int, y: int, z: int, c: int,
                s1: int, s2: int, g: int) -> Tensor:
     """Flat summary index of the filters of a 3D grid layout (the ``Grid`` op).
 
-    The same computation as :func:`~fsnet_mmdet.layers.functional.filter_index`,
+    The same computation as :func:`~fsnet_mmdet.layers.index.filter_index`,
     written as the ONNX function body does it: per summary axis, the
     positions ``(f * stride + b) mod size`` of every filter f and element
     b, combined by broadcasting, then the interleave.
@@ -86,7 +86,7 @@ def segment_rows(k: int, s: int, n: int, g: int,
     """Flat summary index of a 1D segment layout (the ``Segment`` op).
 
     Row r (before the interleave) is ``(r * s + j) mod (k * s)``,
-    ``j < n``, as :func:`~fsnet_mmdet.layers.functional.segment_index`.
+    ``j < n``, as :func:`~fsnet_mmdet.layers.index.segment_index`.
 
     Returns:
         Long tensor of ``shape`` (K, ...), ``prod(shape[1:]) = n``.

@@ -38,7 +38,8 @@ def _leaf_datasets(key: str, dataset) -> Iterator[Tuple[str, dict]]:
 def _check_fs_convs(cfg, path: str) -> None:
     from ..layers.fsconv import FSConv
     from ..layers.fslinear import FSLinear
-    from ..layers.functional import GRAD_REDUCTIONS, K3_PRESETS
+    from ..layers.extraction import GRAD_REDUCTIONS
+    from ..layers.geometry import K3_PRESETS
 
     layers = {'FSConv': FSConv, 'FSLinear': FSLinear}
     for key, node in _walk(cfg.get('model', {}), 'model'):

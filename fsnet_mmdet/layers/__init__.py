@@ -1,9 +1,19 @@
-"""The FS layer family: geometry and index (:mod:`.functional`), the derived
-weight mechanism and the summary layer with its Eq. 2 backward, FSConv,
-FSLinear, and the 8-bit weight quantization of a summary (:mod:`.wq`)."""
+"""THE layer, one family: a summary in place of the weight.
+
+* :mod:`.geometry`: sampling numbers, strides, the paper's and our presets.
+* :mod:`.index`: which summary element each weight element reads.
+* :mod:`.extraction`: filters from the summary (Eq. 2 backward) and back
+  (least-squares projection).
+* :mod:`.derived_weight`, :mod:`.summary`: a ``weight`` derived from other
+  tensors; what every summary layer shares.
+* :mod:`.dfs`: DFSNet's learned filter locations.
+* :mod:`.fsconv`, :mod:`.fslinear`: the layers (and parameter counting).
+* :mod:`.wq`: 8-bit summaries and their compressed checkpoint format.
+"""
+from .dfs import DFSMixin
 from .fsconv import FSConv, LayerParams, ModelParams, count_params, layer_params
 from .fslinear import FSLinear
 from .summary import SummaryWeightMixin
 
-__all__ = ['FSConv', 'FSLinear', 'SummaryWeightMixin', 'LayerParams',
-           'ModelParams', 'count_params', 'layer_params']
+__all__ = ['DFSMixin', 'FSConv', 'FSLinear', 'LayerParams', 'ModelParams',
+           'SummaryWeightMixin', 'count_params', 'layer_params']

@@ -8,10 +8,11 @@ from typing import List, Optional, Sequence
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .functional import (FSGeometry, filter_index, foldable,
-                         interleave_order, resolve_geometry,
-                         segment_index, segment_stride)
-from .summary import SummaryWeightMixin, location_params
+from .extraction import foldable
+from .geometry import FSGeometry, resolve_geometry, segment_stride
+from .index import filter_index, interleave_order, segment_index
+from .dfs import location_params
+from .summary import SummaryWeightMixin
 
 #: Filter banks from this size on reduce their gradient by blocks
 #: (:func:`fold_filter_grad`); smaller ones with one ``index_add_``, which
@@ -155,7 +156,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
         """An FSConv whose filters are the least-squares fit of ``conv``'s.
 
         Same shapes, stride, padding, dilation and bias as ``conv``; the
-        summary is :func:`~fsnet_mmdet.layers.functional.project_filters` of its
+        summary is :func:`~fsnet_mmdet.layers.extraction.project_filters` of its
         weight. ``relative_error(conv.weight)`` tells how close it came.
 
         Args:

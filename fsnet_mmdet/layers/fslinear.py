@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .functional import (DEFAULT_SEGMENT_RATIO, interleave_order,
-                         segment_index, segment_stride)
+from .geometry import DEFAULT_SEGMENT_RATIO, segment_stride
+from .index import interleave_order, segment_index
 from .summary import SummaryWeightMixin
 
 
@@ -18,7 +18,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
     ``summary`` of length ``L = out_features * s``; row k of the
     (out_features, in_features) weight is the segment of length
     ``in_features`` starting at ``k * s``, read with circular wrap-around
-    (:func:`~fsnet_mmdet.layers.functional.segment_index`), so neighbouring rows
+    (:func:`~fsnet_mmdet.layers.index.segment_index`), so neighbouring rows
     share ``in_features - s`` weights. Compression ``in_features / s``;
     backward per Eq. 2 (each summary element gets the mean of the gradients
     of the weight elements that read it; ``grad_reduction='sum'``: their sum).
@@ -94,7 +94,7 @@ class FSLinear(SummaryWeightMixin, nn.Linear):
         """An FSLinear whose weight is the least-squares fit of ``linear``'s.
 
         Each summary element is the mean of the dense weights that map to it
-        (:func:`~fsnet_mmdet.layers.functional.project_filters`); the bias is copied.
+        (:func:`~fsnet_mmdet.layers.extraction.project_filters`); the bias is copied.
         """
         fs = cls(linear.in_features, linear.out_features,
                  linear.bias is not None, device=linear.weight.device,

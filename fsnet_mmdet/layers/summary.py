@@ -6,24 +6,14 @@ into a layer that stores one learned tensor, the summary, and an integer
 ``weight = summary.reshape(-1)[index]``. The mixin gives the layer the dense
 module's interface on top (a ``weight`` that initializers can write into,
 state dicts that hold the summary, the eval-mode cache, WQ on load); the layer
-class builds the index (:func:`~fsnet_mmdet.layers.functional.filter_index` for the
-3D summary of convs, :func:`~fsnet_mmdet.layers.functional.segment_index` for the 1D
+class builds the index (:func:`~fsnet_mmdet.layers.index.filter_index` for the
+3D summary of convs, :func:`~fsnet_mmdet.layers.index.segment_index` for the 1D
 summary) and runs its own forward with :meth:`_forward_weight`.
 
-Differentiable FSNet (``dfs_radius >= 1``): while searching, every filter is
-the softmax-weighted sum of its block at a few candidate locations (its grid
-location and the locations up to ``dfs_radius`` summary elements away along
-each summary axis), weighted by learned logits (``dfs_logits``, shape (K, J))
-at a temperature (``dfs_temperature``, annealed by
-:class:`~fsnet_mmdet.engine.hooks.DFSSearchHook`). :meth:`discretize` then fixes
-every filter at its most likely location: the layer becomes an ordinary FS
-layer whose filters are moved from the grid by ``offsets``, a (K, ndim) int8
-table kept in the state dict (any summary layer loading a state dict with
-``offsets`` takes those locations).
+Differentiable FSNet (learned filter locations) is :class:`~.dfs.DFSMixin`.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch
@@ -31,10 +21,11 @@ from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from .derived_weight import DerivedWeightMixin
-from .functional import (GRAD_REDUCTIONS, FSGeometry, candidate_shifts,
-                         extract_filters, multiplicity, project_filters,
-                         reduction_matrix, relaxed_filters, representatives,
-                         shift_index)
+from .dfs import DFSMixin, relaxed_filters
+from .extraction import (GRAD_REDUCTIONS, extract_filters, project_filters,
+                         reduction_matrix)
+from .geometry import FSGeometry
+from .index import multiplicity, representatives
 from .wq import fake_quantize
 
 
@@ -54,16 +45,6 @@ def relative_error(summary: Tensor, index: Tensor, dense_weight: Tensor) -> floa
     return error / dense if dense else float('nan')
 
 
-def location_params(layer: nn.Module) -> int:
-    """Parameters the layer's learned locations count for (DFSNet).
-
-    The ``offsets`` table holds one int8 per filter and summary axis; like the
-    8-bit summaries of WQ, a byte counts as a quarter of a parameter.
-    """
-    offsets = layer._buffers.get('offsets')
-    return 0 if offsets is None else -(-offsets.numel() // 4)
-
-
 def check_grad_reduction(grad_reduction: str) -> str:
     if grad_reduction not in GRAD_REDUCTIONS:
         raise ValueError(f'grad_reduction must be one of {GRAD_REDUCTIONS}, '
@@ -71,7 +52,7 @@ def check_grad_reduction(grad_reduction: str) -> str:
     return grad_reduction
 
 
-class SummaryWeightMixin(DerivedWeightMixin):
+class SummaryWeightMixin(DFSMixin, DerivedWeightMixin):
     """A weight read from a summary by index; mixed in before the dense module.
 
     Initialization: ``weight`` returns a dense materialization of the weight,
@@ -88,8 +69,6 @@ class SummaryWeightMixin(DerivedWeightMixin):
     summary: nn.Parameter
     index: Tensor
     inv_multiplicity: Tensor
-    #: Softmax temperature of a searching DFSNet layer (DFSSearchHook sets it).
-    dfs_temperature: float = 1.0
 
     def _init_summary(self, shape, index: Tensor, bias_features: Optional[int],
                       grad_reduction: str, wq: bool,
@@ -124,21 +103,7 @@ class SummaryWeightMixin(DerivedWeightMixin):
         self.register_buffer('inv_multiplicity', None, persistent=False)
         self._set_index(index.to(device), fold)
         self._eval_cache = None  # (weight, summary key) in eval mode
-        if isinstance(dfs_radius, bool) or not isinstance(dfs_radius, int) or (
-                dfs_radius < 0):
-            raise ValueError(f'dfs_radius must be an int >= 0 (0: no DFSNet '
-                             f'search), got {dfs_radius!r}')
-        if dfs_radius:
-            self.register_buffer('dfs_shifts', candidate_shifts(
-                shape, dfs_radius).to(device), persistent=False)
-            if isinstance(dfs_prior, bool) or not isinstance(
-                    dfs_prior, (int, float)) or not math.isfinite(dfs_prior):
-                raise ValueError(f'dfs_prior must be a finite number (the '
-                                 f'initial logit of the grid location), got '
-                                 f'{dfs_prior!r}')
-            logits = torch.zeros(index.shape[0], len(self.dfs_shifts), **factory)
-            logits[:, 0] = dfs_prior
-            self.dfs_logits = nn.Parameter(logits)
+        self._init_dfs(shape, index.shape[0], dfs_radius, dfs_prior, **factory)
         self.reset_parameters()
 
     def _set_index(self, index: Tensor, fold: Optional[FSGeometry]) -> None:
@@ -232,78 +197,11 @@ class SummaryWeightMixin(DerivedWeightMixin):
             return self._eval_filters()
         return self.filters()
 
-    # ------------------------------------------------------------ DFSNet
-    @property
-    def searching(self) -> bool:
-        """Whether the filters' locations are being learned (DFSNet)."""
-        return 'dfs_logits' in self._parameters
-
-    @property
-    def offsets_shape(self) -> Tuple[int, int]:
-        """Shape of the learned-location table: (filters, summary axes)."""
-        return (self.index.shape[0], self.summary.dim())
-
-    def moved_filters(self) -> int:
-        """How many filters a discretized layer moved off their grid location."""
-        return int(self.offsets.ne(0).any(1).sum())
-
-    def dfs_probs(self) -> Tensor:
-        """(K, J) softmax of ``dfs_logits / dfs_temperature`` over the candidates."""
-        return torch.softmax(self.dfs_logits / self.dfs_temperature, dim=1)
-
-    @torch.no_grad()
-    def discretize(self, offsets: Optional[Tensor] = None) -> Tensor:
-        """Fix every filter at one location; the layer is a plain FS layer after.
-
-        Args:
-            offsets: (K, ndim) shifts of the filters from their grid
-                locations; default: while searching, each filter's most
-                likely candidate (argmax of ``dfs_logits``).
-
-        Returns:
-            The (K, ndim) int8 ``offsets`` now in use (a state-dict buffer).
-            ``dfs_logits`` is removed from the layer.
-
-        Raises:
-            ValueError: no offsets given to a layer that is not searching, or
-                offsets of the wrong shape.
-        """
-        self._write_back()
-        shape = self.offsets_shape
-        if offsets is None:
-            if not self.searching:
-                raise ValueError(
-                    f'discretize() of a {type(self).__name__} that is not '
-                    f'searching (built with dfs_radius=0 or already '
-                    f'discretized) needs offsets of shape {shape}')
-            offsets = self.dfs_shifts[self.dfs_logits.argmax(1)]
-        if tuple(offsets.shape) != shape:
-            raise ValueError(f'offsets must have shape (filters, summary axes) '
-                             f'= {shape}, got {tuple(offsets.shape)} '
-                             f'({self._layout()})')
-        offsets = offsets.to(self.index.device, torch.int8)
-        current = self._buffers.get('offsets')
-        moved = offsets.long() - (0 if current is None else current.long())
-        self._set_index(shift_index(self.index, self.summary.shape, moved),
-                        fold=None)
-        if self.searching:
-            del self._parameters['dfs_logits']
-            del self._buffers['dfs_shifts']
-        self.register_buffer('offsets', offsets)
-        return offsets
-
-    def _dfs_repr(self) -> str:
-        if self.searching:
-            return f', dfs_candidates={len(self.dfs_shifts)}'
-        if 'offsets' in self._buffers:
-            return f', dfs_moved={self.moved_filters()}/{len(self.offsets)}'
-        return ''
-
     def summary_from_dense(self, dense_weight: Tensor, name: str = 'weight') -> Tensor:
         """The least-squares summary of a dense weight of the layer's shape.
 
         Each summary element is the mean of the dense weights that map to it
-        (:func:`~fsnet_mmdet.layers.functional.project_filters`).
+        (:func:`~fsnet_mmdet.layers.extraction.project_filters`).
 
         Args:
             dense_weight: the dense layer's weight, of this layer's dense shape.
@@ -357,13 +255,7 @@ class SummaryWeightMixin(DerivedWeightMixin):
         self._write_back()  # a pending init is overridden by what is loaded
         self._eval_cache = None
         key, dense_key = prefix + 'summary', prefix + 'weight'
-        if prefix + 'offsets' in state_dict:  # DFSNet's learned locations
-            self.discretize(state_dict[prefix + 'offsets'])
-        elif prefix + 'dfs_logits' in state_dict and not self.searching:
-            raise ValueError(
-                f'{prefix}dfs_logits: the checkpoint is from a DFSNet search '
-                f'(not discretized); this {type(self).__name__} is not '
-                f'searching: build it with the dfs_radius of that training')
+        self._load_dfs_state(state_dict, prefix)
         if key not in state_dict and dense_key in state_dict:
             # A dense checkpoint (e.g. mmdet's model zoo via `load_from`): its
             # least-squares summary. The dict is the loader's own copy.

@@ -16,7 +16,7 @@ from ..compression.bsf import bsf_layers, compress_bsf_state_dict, count_bits
 from ..conversion.checkpoints import check_state_dict, plain_meta
 from ..layers.fsconv import count_params
 from ..compression.int8 import (compress_state_dict, effective_params, int8_weights,
-                    packed_bytes, payload_bytes)
+                    packed_bytes, checkpoint_payload_bytes)
 from ..utils.io import save_atomic
 from . import one_line_errors
 from .count_params import build_model_from_config
@@ -110,7 +110,7 @@ def quantize_int8_main(argv: Optional[List[str]] = None) -> None:
     total = count_params(model).stored
     effective = effective_params(total, quantized, channels)
     print(f'{args.out}: {size:,} bytes (tensor payload '
-          f'{payload_bytes(compressed):,}); {len(weights)} weights, '
+          f'{checkpoint_payload_bytes(compressed):,}); {len(weights)} weights, '
           f'{quantized:,} elements, quantized to int8 with {channels:,} '
           f'per-channel scales\nparameters {total:,}; effective parameters '
           f'(a byte counts 1/4) {effective:,.0f}; bytes / (4 x parameters) = '

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..engine.checkpoint import load_into, read_checkpoint
 from ..conversion.checkpoints import (check_state_dict, fs_layers, plain_meta,
+                                      save_weights,
                                       project_state_dict, to_stock_ssd300)
 from ..layers.fsconv import count_params
 from ..layers.wq import compress_state_dict
@@ -78,7 +79,7 @@ def bake_main(argv: Optional[List[str]] = None) -> None:
     model = build_model_from_config(args.config)
     meta = load_into(model, args.checkpoint)
     state = to_stock_ssd300(model)
-    size = save_atomic({'meta': plain_meta(meta), 'state_dict': state}, args.out)
+    size = save_weights(args.out, state, meta)
     print(f'{args.out}: {size:,} bytes, {sum(v.numel() for v in state.values()):,} '
           f'parameters; config: mmdet::pascal_voc/ssd300_voc0712.py')
 
@@ -186,9 +187,8 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
     if args.recalibrate_bn:
         used = _recalibrate(model, args.config, args.recalibrate_bn)
         print(f'BatchNorm statistics re-estimated on {used} training batches')
-    size = save_atomic({'meta': dict(plain_meta(meta),
-                                     source=os.path.basename(args.checkpoint)),
-                        'state_dict': model.state_dict()}, args.out)
+    size = save_weights(args.out, model.state_dict(), meta,
+                        source=os.path.basename(args.checkpoint))
     width = max(len(p.name) for p in report)
     print(f'{"layer":<{width}}  relative error ||W - W_fs|| / ||W||')
     for p in report:

@@ -166,7 +166,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from ..datasets.synthetic_voc import SyntheticVOCSpec, ensure_dataset
     from ..layers.fsconv import count_params
-    from ..utils.io import save_atomic
+    from ..conversion.checkpoints import save_weights
     from .count_params import build_model_from_config
 
     start = time.time()
@@ -218,7 +218,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     report = count_params(model)
     state = torch.load(checkpoint, map_location='cpu', weights_only=False)
     fp32_path = os.path.join(work_dir, 'fsnet_fp32.pth')
-    fp32_bytes = save_atomic(state['state_dict'], fp32_path)
+    # weights and the run's dataset_meta (the demo's class names for
+    # init_detector / DetInferencer), without the optimizer state
+    fp32_bytes = save_weights(fp32_path, state['state_dict'], state.get('meta'))
     rows = [
         dict(variant='FSNet', params=report.stored, effective=report.stored,
              bytes=fp32_bytes, mAP=map_of(fs_dir)),

@@ -25,7 +25,7 @@ def quick_run(tmp_path_factory):
     return work, args
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=70)
 def test_quick_benchmark_trains_tests_quantizes_and_resumes(quick_run):
     work, args = quick_run
     report = json.loads((work / 'docs' / 'results.json').read_text())
@@ -93,7 +93,7 @@ def _bsf_bits_by_hand(model: nn.Module) -> int:
                       if id(p) not in inside)
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=120)
 def test_quick_compare_int8_bsf_lrf_rows(quick_run):
     """--quick --compare in the --quick work dir: the three points are
     resumed; one int8, one BSF and one LRF point run end to end (KSE takes

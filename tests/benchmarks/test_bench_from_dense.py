@@ -1,11 +1,12 @@
 """benchmarks/bench_from_dense.py at tiny scale (--quick): real tools, resumable."""
-import pytest
 import json
+
+import pytest
 
 from conftest import run_tool
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=390)
 def test_quick_from_dense_benchmark_runs_every_step_and_resumes(tmp_path):
     work = tmp_path / 'bench'
     args = ['benchmarks/bench_from_dense.py', '--quick', '--methods',

@@ -13,8 +13,8 @@ from fsnet_mmdet import BSFConv, count_params
 from fsnet_mmdet.compression.bsf import (balanced_selection, binarize, bsf_weight,
                                  compress_bsf_state_dict, count_bits,
                                  decompress_bsf, index_bits, index_dtype,
-                                 is_bsf_checkpoint, layer_bits, pack_bits,
-                                 resolve_geometry, stm_conv2d, unpack_bits)
+                                 is_bsf_checkpoint, layer_bits,
+                                 bsf_geometry, stm_conv2d)
 from fsnet_mmdet.conversion import convert_to_fs
 from fsnet_mmdet.compression.int8 import packed_bytes
 from fsnet_mmdet.tools.baseline_checkpoints import compress_bsf_main
@@ -25,14 +25,14 @@ BSF_NARROW = ROOT / 'tests' / 'configs' / 'bsf_ssd300_tiny_narrow.py'
 
 # ------------------------------------------------------------- geometry
 def test_geometry_rules_and_errors():
-    assert resolve_geometry(64, 32, 16, 8) == (16, 8, 8)
-    assert resolve_geometry(3, 16, 64, 16) == (16, 3, 1)   # d -> C, M -> K G
+    assert bsf_geometry(64, 32, 16, 8) == (16, 8, 8)
+    assert bsf_geometry(3, 16, 64, 16) == (16, 3, 1)   # d -> C, M -> K G
     with pytest.raises(ValueError, match=r'bank_channels=16 must divide '
                        r'in_channels=24 .*allowed: \[1, 2, 3, 4, 6, 8, 12, 24\]'):
-        resolve_geometry(24, 8, 4, 16)
+        bsf_geometry(24, 8, 4, 16)
     for option in ('bank_size', 'bank_channels'):
         with pytest.raises(ValueError, match=f'{option} must be an int >= 1'):
-            resolve_geometry(8, 8, **{'bank_size': 4, 'bank_channels': 4,
+            bsf_geometry(8, 8, **{'bank_size': 4, 'bank_channels': 4,
                                       option: 0})
     with pytest.raises(ValueError, match='groups=1 only'):
         BSFConv(8, 8, 3, groups=2)
@@ -251,12 +251,7 @@ def test_bits_and_params_counted_by_hand():
 
 
 # --------------------------------------------------- compressed checkpoint
-def test_pack_bits_is_numpy_packbits_and_round_trips():
-    bits = torch.rand(1, 37) > 0.5
-    packed = pack_bits(bits)
-    assert packed.dtype == torch.uint8 and packed.numel() == 5
-    assert packed.tolist() == np.packbits(bits.numpy().reshape(-1)).tolist()
-    assert torch.equal(unpack_bits(packed, 37), bits.reshape(-1))
+def test_index_dtype_is_the_smallest_that_holds_the_bank():
     assert [index_dtype(m) for m in (2, 256, 257, 40000)] == [
         torch.uint8, torch.uint8, torch.int16, torch.int32]
 

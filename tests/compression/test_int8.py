@@ -11,7 +11,7 @@ from conftest import ROOT, build_detector, load_config, run_tool
 from fsnet_mmdet import BSFConv, FSConv
 from fsnet_mmdet.compression.int8 import (compress_state_dict, decompress,
                               dequantize_per_channel, fake_quantize_per_channel,
-                              int8_weights, is_int8_checkpoint, payload_bytes,
+                              int8_weights, is_int8_checkpoint, checkpoint_payload_bytes,
                               quantize_per_channel)
 from fsnet_mmdet.tools.baseline_checkpoints import quantize_int8_main
 
@@ -134,9 +134,9 @@ def test_compressed_checkpoint_round_trip_and_byte_count(tmp_path):
     scales = 8 + 4 + 2  # output channels: conv 8, transposed conv 4, linear 2
     rest = sum(v.numel() * v.element_size() for k, v in state.items()
                if k not in weights)
-    assert payload_bytes(ckpt) == codes + 4 * scales + rest
+    assert checkpoint_payload_bytes(ckpt) == codes + 4 * scales + rest
     size = (tmp_path / 'c.pth').stat().st_size
-    assert payload_bytes(ckpt) < size < payload_bytes(ckpt) + 8192
+    assert checkpoint_payload_bytes(ckpt) < size < checkpoint_payload_bytes(ckpt) + 8192
 
 
 def test_malformed_checkpoints_are_refused_naming_file_and_entry():
@@ -216,7 +216,7 @@ def test_tool_writes_a_weights_only_int8_file_and_counts_its_bytes(quantized):
     assert is_int8_checkpoint(ckpt) and ckpt['meta']['source'] == 'dense.pth'
     assert len(ckpt['weights']) == 35  # 15 VGG + 8 extra + 12 predictor convs
     size = out.stat().st_size
-    assert f'{out}: {size:,} bytes (tensor payload {payload_bytes(ckpt):,})' \
+    assert f'{out}: {size:,} bytes (tensor payload {checkpoint_payload_bytes(ckpt):,})' \
         in stdout
     model = build_detector(load_config(NARROW))
     params = sum(p.numel() for p in model.parameters())
@@ -225,10 +225,10 @@ def test_tool_writes_a_weights_only_int8_file_and_counts_its_bytes(quantized):
     channels = sum(state[k].shape[0] for k in quantized)
     rest = sum(v.numel() * v.element_size() for k, v in state.items()
                if k not in quantized)  # biases, BN, L2 norm: float32
-    assert payload_bytes(ckpt) == weights + 4 * channels + rest
+    assert checkpoint_payload_bytes(ckpt) == weights + 4 * channels + rest
     assert f'parameters {params:,}; effective parameters (a byte counts 1/4) ' \
         f'{params - weights + weights / 4 + channels:,.0f}' in stdout
-    assert payload_bytes(ckpt) < size < payload_bytes(ckpt) + 32768
+    assert checkpoint_payload_bytes(ckpt) < size < checkpoint_payload_bytes(ckpt) + 32768
     assert size < 0.26 * 4 * params  # about 4x smaller than float32
 
 

@@ -151,10 +151,10 @@ def test_pack_bits_matches_a_bit_string():
                      for v, w in zip(values.tolist(), widths.tolist()))
     stream += '0' * (-len(stream) % 8)
     expected = [int(stream[i:i + 8][::-1], 2) for i in range(0, len(stream), 8)]
-    packed = kse.pack_bits(values, widths)
+    packed = kse.pack_varwidth(values, widths)
     assert packed.dtype == torch.uint8 and packed.tolist() == expected
-    assert kse.unpack_bits(packed, widths).tolist() == [5, 0, 3, 1, 6, 2]
-    assert kse.pack_bits(values, torch.zeros(6)).numel() == 0
+    assert kse.unpack_varwidth(packed, widths).tolist() == [5, 0, 3, 1, 6, 2]
+    assert kse.pack_varwidth(values, torch.zeros(6)).numel() == 0
 
 
 # --------------------------------------------------------------- KSEConv

@@ -116,7 +116,7 @@ def small_model():
 
 def test_convert_replaces_dense_layers_in_place_and_lists_the_rest():
     from fsnet_mmdet import convert_to_fs
-    from fsnet_mmdet.layers.functional import representatives
+    from fsnet_mmdet.layers.index import representatives
     model = small_model()
     dense_keys = set(model.state_dict())
     stem_weight = model['stem'].conv.weight.detach().clone()

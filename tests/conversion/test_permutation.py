@@ -1,7 +1,7 @@
 """Function-preserving channel permutations before the FS projection."""
-import pytest
 import sys
 
+import pytest
 import torch
 from torch import nn
 

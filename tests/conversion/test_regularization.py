@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import ROOT, run_tool
 from fsnet_mmdet import FSConv, FSLinear
-from fsnet_mmdet.layers.functional import project_filters
+from fsnet_mmdet.layers.extraction import project_filters
 from fsnet_mmdet.conversion.regularization import (
     StructuralRegularizer, fs_target_layers, lambda_at, projection_residual,
     shrink_towards_fs)
@@ -211,7 +211,7 @@ def test_load_from_must_fit_the_model_exactly(tmp_path):
         check_loaded(runner, dense)
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=75)
 def test_tools_train_regularize_convert_test_quantize(tmp_path):
     """tools/train.py (dense) -> train.py with the hook -> convert.py ->
     test.py -> quantize.py -> test.py (WQ) on the shared VOC images."""

@@ -1,6 +1,6 @@
 """ONNX export that keeps the summaries (fp32 and WQ), onnxruntime inference.
 
-References: the layers' own ``index`` (``functional.filter_index`` /
+References: the layers' own ``index`` (``index.filter_index`` /
 ``segment_index``), the PyTorch model's raw head outputs, mmdet's
 ``inference_detector`` and the plugin's WQ model; the graph is walked with
 the ``onnx`` package.

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from fsnet_mmdet import DFSSearchHook, FSConv, FSLinear, count_params
 from fsnet_mmdet.conversion import check_state_dict
-from fsnet_mmdet.layers.functional import (candidate_shifts, filter_index,
-                                    relaxed_filters, shift_index)
+from fsnet_mmdet.layers.dfs import candidate_shifts, relaxed_filters, shift_index
+from fsnet_mmdet.layers.index import filter_index
 from fsnet_mmdet.layers.wq import fake_quantize
 
 from conftest import ROOT, load_config, run_tool
@@ -293,7 +293,7 @@ def test_dfs_configs_build_searching_models(config):
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys['dfs_logits'].decay_mult == 0
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e(seconds=85)
 def test_train_searches_then_discretizes_and_the_checkpoint_tests(tmp_path):
     """tools/train.py with the search hook: the last checkpoint holds the
     location tables, no logits; tools/test.py and quantize take it."""

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsnet_mmdet import FSConv, count_params
-from fsnet_mmdet.layers.functional import (TABLE1_K3, default_k3, extract_filters,
-                                    filter_index, multiplicity,
-                                    resolve_geometry)
+from fsnet_mmdet.layers.extraction import extract_filters
+from fsnet_mmdet.layers.geometry import TABLE1_K3, default_k3, resolve_geometry
+from fsnet_mmdet.layers.index import filter_index, multiplicity
 
 
 def channel_of(p, geometry):
@@ -295,7 +295,7 @@ def test_extract_filters_gradcheck():
     (16, 24, (3, 1), {'k3': 2}),
 ])
 def test_block_fold_equals_scatter_add(cin, cout, ks, opts):
-    from fsnet_mmdet.layers.functional import fold_filter_grad, foldable
+    from fsnet_mmdet.layers.extraction import fold_filter_grad, foldable
 
     g = resolve_geometry(cin, cout, ks if isinstance(ks, tuple) else (ks, ks),
                          **opts)

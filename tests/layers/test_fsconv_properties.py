@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from fsnet_mmdet import FSConv
-from fsnet_mmdet.layers.functional import (filter_index, fold_filter_grad, foldable,
-                                    multiplicity, reduction_matrix,
-                                    resolve_geometry)
+from fsnet_mmdet.layers.extraction import fold_filter_grad, foldable, reduction_matrix
+from fsnet_mmdet.layers.geometry import resolve_geometry
+from fsnet_mmdet.layers.index import filter_index, multiplicity
 
 
 def divisors(n):

@@ -8,8 +8,9 @@ from torch import nn
 
 from fsnet_mmdet import FSLinear, count_params
 from fsnet_mmdet.conversion import fs_layers
-from fsnet_mmdet.layers.functional import (extract_filters, multiplicity,
-                                    segment_index, segment_stride)
+from fsnet_mmdet.layers.extraction import extract_filters
+from fsnet_mmdet.layers.geometry import segment_stride
+from fsnet_mmdet.layers.index import multiplicity, segment_index
 
 
 def slow_weight(summary, rows, length, stride):

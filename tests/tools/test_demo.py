@@ -1,9 +1,11 @@
 """The demo pipeline end to end at tiny scale, so `make demo` cannot rot."""
-import pytest
 import json
 import xml.etree.ElementTree as ET
 
-from conftest import run_tool
+import pytest
+
+from conftest import ROOT, run_tool
+from fsnet_mmdet.tools.pipeline import map_of
 from fsnet_mmdet.datasets.synthetic_voc import (CLASSES, MARKER,
                                                 SyntheticVOCSpec, ensure_dataset,
                                                 is_complete, render)
@@ -53,7 +55,14 @@ def test_demo_runs_end_to_end_and_refuses_to_mix_results(tmp_path):
     assert [r['variant'] for r in summary['rows']] == ['FSNet', 'FSNet-WQ']
     fs, wq = summary['rows']
     assert wq['effective'] < fs['params'] and wq['bytes'] < fs['bytes']
-    assert all(0 <= r['mAP'] <= 1 for r in summary['rows'])
+    assert fs['mAP'] == map_of(str(tmp_path / 'work' / 'test_fs'))
+    assert wq['mAP'] == map_of(str(tmp_path / 'work' / 'test_wq'))
+    # The float file is weights + the run's dataset_meta: mmdet's own
+    # init_detector names the demo's classes (not COCO's).
+    from mmdet.apis import init_detector
+    model = init_detector(str(ROOT / 'configs' / 'demo' / 'fsnet_ssd300_demo.py'),
+                          str(tmp_path / 'work' / 'fsnet_fp32.pth'), device='cpu')
+    assert tuple(model.dataset_meta['classes']) == tuple(CLASSES)
     pictures = tmp_path / 'work' / 'pictures'
     assert {'loss.png', 'params_vs_map.png', 'detections_0.jpg'} <= {
         p.name for p in pictures.iterdir()}

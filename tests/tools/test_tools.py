@@ -1,9 +1,9 @@
 """The real tools end to end: train -> test -> resume -> load_from -> init_detector."""
-import pytest
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import ROOT, TINY_CONFIG, VOC_ROOT, run_tool  # noqa: F401  (trained)
