@@ -214,7 +214,7 @@ def draw(out: str = OUT) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from fsnet_mmdet.utils.io import atomic_path
+    from fsnet_mmdet.utils.io import save_figure_atomic
 
     pos = {}
     for y, row in enumerate(LEVELS):
@@ -236,11 +236,7 @@ def draw(out: str = OUT) -> None:
                  'every arrow points down)\ndrawn by docs/architecture.py from '
                  'the code', fontsize=9)
     fig.tight_layout()
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=90, format='png', metadata={'Software': None})
-    finally:
-        plt.close(fig)
+    save_figure_atomic(fig, out, dpi=90)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import argparse
 import os
 from typing import List, Set, Tuple
 
-from fsnet_mmdet.utils.io import atomic_path
+from fsnet_mmdet.utils.io import save_figure_atomic
 from fsnet_mmdet.layers.geometry import FSGeometry, resolve_geometry
 from fsnet_mmdet.layers.index import filter_index, multiplicity
 
@@ -143,11 +143,7 @@ def draw(out: str) -> None:
                  f'{cm} x {hm} x {wm} summary ({cm * hm * wm:,}): '
                  f'{g.ratio:g}x fewer parameters', fontsize=12)
     fig.tight_layout()
-    try:
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=100, format='png', metadata={'Software': None})
-    finally:
-        plt.close(fig)
+    save_figure_atomic(fig, out, dpi=100)
 
 
 def main() -> None:

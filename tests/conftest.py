@@ -83,6 +83,17 @@ def voc_batch(pipeline):
     return pseudo_collate(samples)
 
 
+def load_script(relpath: str):
+    """A repository script (``docs/architecture.py``, ...) as a module."""
+    import importlib.util
+
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_tool(*args, timeout=600, env=None):
     """Run ``python tools/<args>`` from the repository root; returns the result."""
     full_env = dict(os.environ, **(env or {}))

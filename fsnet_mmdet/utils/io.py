@@ -68,6 +68,21 @@ def atomic_path(filename: str) -> Iterator[str]:
             os.unlink(tmp)
 
 
+def save_figure_atomic(fig: Any, filename: str, **savefig_options) -> None:
+    """``fig.savefig`` (matplotlib, PNG) to ``filename`` atomically, without
+    the software tag (the file changes only when the picture does); closes
+    the figure."""
+    import matplotlib.pyplot as plt
+
+    options = dict(format='png', metadata={'Software': None})
+    options.update(savefig_options)
+    try:
+        with atomic_path(filename) as tmp:
+            fig.savefig(tmp, **options)
+    finally:
+        plt.close(fig)
+
+
 def save_atomic(obj: Any, filename: str) -> int:
     """``torch.save`` ``obj`` to ``filename`` atomically.
 

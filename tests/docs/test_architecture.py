@@ -1,19 +1,13 @@
 """docs/architecture.py: the package's import rules hold, and the check
 catches each kind of break (on a made-up import graph)."""
-import importlib.util
-
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 
 @pytest.fixture(scope='module')
 def arch():
-    spec = importlib.util.spec_from_file_location(
-        'architecture', ROOT / 'docs' / 'architecture.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('docs/architecture.py')
 
 
 def test_the_package_keeps_every_rule(arch):

@@ -16,7 +16,6 @@ Each check is a function returning its findings, so that the tests below
 also show it failing on a broken link and on a changed number.
 """
 import ast
-import importlib.util
 import json
 import re
 import shutil
@@ -27,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 README = ROOT / 'README.md'
 PAGES = [README] + sorted((ROOT / 'docs').rglob('*.md'))
@@ -394,11 +393,7 @@ def test_table_checks_report_a_changed_number(old, new, check):
 
 # ------------------------------------------------------- docs/draw_summary.py
 def _draw_summary():
-    spec = importlib.util.spec_from_file_location(
-        'draw_summary', ROOT / 'docs' / 'draw_summary.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('docs/draw_summary.py')
 
 
 def test_summary_picture_geometry_is_the_papers_worked_example():
@@ -421,10 +416,7 @@ def test_model_sizes_json_is_what_its_script_measures_now():
     FSNet-1-WQ: one model build; its effective count and compressed bytes are
     the entries a change of the WQ format would move (tests/models/test_ssd.py
     checks the stored counts of the others)."""
-    spec = importlib.util.spec_from_file_location(
-        'model_sizes', ROOT / 'docs' / 'model_sizes.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script('docs/model_sizes.py')
     configs = ['configs/fsnet_ssd300_voc_wq.py']
     committed = _load_json('docs/model_sizes.json')['models']
     assert module.measure(configs)['models'] == {c: committed[c] for c in configs}
