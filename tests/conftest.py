@@ -39,6 +39,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: -cost.get(item.fspath, 0))
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the benchmarks package, not tests/benchmarks/
 VOC_ROOT = ROOT / 'tests' / 'data' / 'VOCdevkit'
 TINY_CONFIG = ROOT / 'tests' / 'configs' / 'fsnet_ssd300_tiny.py'
 TINY_WQ_CONFIG = ROOT / 'tests' / 'configs' / 'fsnet_ssd300_wq_tiny.py'

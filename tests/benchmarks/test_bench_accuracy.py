@@ -1,17 +1,23 @@
 """benchmarks/bench_accuracy.py at tiny scale (--quick): real tools, resumable;
 the comparison of issue 22 (--quick --compare: int8, BSF and LRF rows), its
 FLOPs counter against hand counts, its report's pure functions."""
-import importlib.util
 import json
 import math
-import os
 import statistics
 
 import pytest
 import torch
 from torch import nn
 
+from benchmarks.accuracy.configs import build, count_flops, finetune_text
+from benchmarks.accuracy.report import (clear_winners, compare_table,
+                                        front_notes, pareto_front, summarize)
+from benchmarks.accuracy.runner import cost
+from benchmarks.accuracy.variants import (BSF_SIZES, COMPARE, SOURCES,
+                                          VARIANTS, method_of)
+from benchmarks.bench_accuracy import main
 from conftest import ROOT, build_detector, load_config, run_tool
+from fsnet_mmdet.tools.pipeline import map_of
 
 
 @pytest.fixture(scope='module')
@@ -25,6 +31,20 @@ def quick_run(tmp_path_factory):
     return work, args
 
 
+def _assert_maps_are_the_runs(work, rows):
+    """Every row's mAP (one seed: 0) is its run's: the number in the run's
+    result.json and the one tools/test.py wrote in the run's test directory
+    (``test_wq`` for a WQ row)."""
+    for name, row in rows.items():
+        wq = name.endswith('-wq')
+        run_dir = work / name.removesuffix('-wq') / 'seed0'
+        result = json.loads((run_dir / 'result.json').read_text())
+        measured = map_of(str(run_dir / ('test_wq' if wq else 'test')))
+        assert result['mAP_wq' if wq else 'mAP'] == measured, name
+        assert row['maps'] == [measured], name
+        assert row['mAP'] == measured and row['std'] == 0.0, name
+
+
 @pytest.mark.e2e(seconds=70)
 def test_quick_benchmark_trains_tests_quantizes_and_resumes(quick_run):
     work, args = quick_run
@@ -33,7 +53,7 @@ def test_quick_benchmark_trains_tests_quantizes_and_resumes(quick_run):
     assert set(rows) == {'dense-w0.25', 'fs-k3x1', 'fs-k3x1-wq',
                          'dense-as-fs-k3x1'}
     assert all(r['seeds'] == 1 and len(r['maps']) == 1 for r in rows.values())
-    assert all(0 <= m <= 1 for r in rows.values() for m in r['maps'])
+    _assert_maps_are_the_runs(work, rows)
     fs, wq, thin = rows['fs-k3x1'], rows['fs-k3x1-wq'], rows['dense-as-fs-k3x1']
     wide = rows['dense-w0.25']
     # The thin dense model is matched to the FS model's parameter count.
@@ -118,7 +138,8 @@ def test_quick_compare_int8_bsf_lrf_rows(quick_run):
         'bsf-m64-d16': 'BSF', 'lrf-as-fs-k3x1': 'LRF',
         'lrf-as-fs-k3x1-int8': 'LRF int8'}
     assert report['finetune_iters'] == 2
-    assert all(0 <= r['mAP'] <= 1 and r['flops'] > 0 for r in rows.values())
+    assert all(r['flops'] > 0 for r in rows.values())
+    _assert_maps_are_the_runs(work, rows)
     runs = {r['variant']: r for r in report['runs']}
     wide, thin, fs = rows['dense-w0.25'], rows['dense-as-fs-k3x1'], rows['fs-k3x1']
     # FS and BSF (weight forward) run the dense convs: the same FLOPs.
@@ -215,73 +236,58 @@ def test_bad_arguments_are_refused(tmp_path):
     assert result.returncode != 0 and 'invalid choice' in result.stderr
 
 
-def _bench_module():
-    path = os.path.join(str(ROOT), 'benchmarks',
-                        'bench_accuracy.py')
-    spec = importlib.util.spec_from_file_location('bench_accuracy', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='module')
-def bench():
-    return _bench_module()
-
-
 @pytest.mark.parametrize('argv, message', [
     (['--compare', '--variants', 'fs-k3x1'], 'give --compare or --variants'),
     (['--quick', '--finetune-iters', '1'], '--finetune-iters must be >= 2'),
 ])
-def test_bad_new_arguments_are_refused(bench, capsys, tmp_path, argv, message):
+def test_bad_new_arguments_are_refused(capsys, tmp_path, argv, message):
     with pytest.raises(SystemExit) as err:
-        bench.main(argv + ['--work-dir', str(tmp_path)])
+        main(argv + ['--work-dir', str(tmp_path)])
     assert err.value.code != 0 and message in capsys.readouterr().err
 
 
-def test_list_prints_every_variant_once(bench, capsys):
-    bench.main(['--list'])
+def test_list_prints_every_variant_once(capsys):
+    main(['--list'])
     lines = capsys.readouterr().out.splitlines()[1:]
-    assert len(lines) == len(bench.VARIANTS)
+    assert len(lines) == len(VARIANTS)
     listed = {line[2:].split()[0]: line for line in lines}
-    assert set(listed) == set(bench.VARIANTS)
+    assert set(listed) == set(VARIANTS)
     assert {n for n, line in listed.items() if line.startswith('*')} == set(
-        bench.COMPARE)
+        COMPARE)
     assert 'tools/quantize_int8.py' in listed['dense-w0.25-int8']
     assert '--method lrf' in listed['lrf-as-fs-k3x1']
 
 
-def test_compare_is_issue_22_set(bench):
-    methods = {n: bench.method_of(bench.VARIANTS[n]) for n in bench.COMPARE}
+def test_compare_is_issue_22_set():
+    methods = {n: method_of(VARIANTS[n]) for n in COMPARE}
     assert sorted(methods.values()) == sorted(
         ['FS', 'dense', 'dense', 'dense int8', 'dense int8', 'BSF', 'BSF',
          'BSF', 'KSE', 'LRF', 'LRF int8'])
-    v = bench.VARIANTS
+    v = VARIANTS
     assert v['fs-k3x1-interleave'].pred_interleave  # the configs' recipe
     assert (v['dense-w0.25-int8'].source, v['dense-as-fs-k3x1-int8'].source) \
         == ('dense-w0.25', 'dense-as-fs-k3x1')
     assert {v[n].source for n in ('kse-as-fs-k3x1', 'lrf-as-fs-k3x1')} == {
         'dense-w0.25'}
-    assert all(bench.VARIANTS[n].matches == 'fs-k3x1'
+    assert all(VARIANTS[n].matches == 'fs-k3x1'
                for n in ('dense-as-fs-k3x1', 'kse-as-fs-k3x1', 'lrf-as-fs-k3x1'))
     assert v['lrf-as-fs-k3x1-int8'].source == 'lrf-as-fs-k3x1'
-    assert bench.SOURCES == {'dense-w0.25', 'dense-as-fs-k3x1',
-                             'lrf-as-fs-k3x1'}
+    assert SOURCES == {'dense-w0.25', 'dense-as-fs-k3x1', 'lrf-as-fs-k3x1'}
     # Points made from another run after it; costs in training iterations.
-    assert [bench.cost(v[n], 750, 250) for n in (
+    assert [cost(v[n], 750, 250) for n in (
         'dense-w0.25', 'dense-w0.25-int8', 'kse-as-fs-k3x1')] == [750, 0, 250]
 
 
-def test_bsf_sizes_span_fs_wq_bytes_and_below(bench, tmp_path):
+def test_bsf_sizes_span_fs_wq_bytes_and_below(tmp_path):
     """The three BSF points' compressed checkpoints: at most FS-WQ K3 x 1's
     276,897 bytes (issue 22), the largest within 2% of it."""
     from fsnet_mmdet.compression.bsf import bsf_layers, compress_bsf_state_dict
     from fsnet_mmdet.utils.io import save_atomic
 
     sizes = []
-    for m, d in bench.BSF_SIZES:
-        model = bench.build(bench.VARIANTS[f'bsf-m{m}-d{d}'], str(tmp_path),
-                            str(tmp_path / 'data'))
+    for m, d in BSF_SIZES:
+        model = build(VARIANTS[f'bsf-m{m}-d{d}'], str(tmp_path),
+                      str(tmp_path / 'data'))
         packed = compress_bsf_state_dict(model.state_dict(), bsf_layers(model),
                                          {})
         sizes.append(save_atomic(packed, str(tmp_path / f'{m}-{d}.pth')))
@@ -289,7 +295,7 @@ def test_bsf_sizes_span_fs_wq_bytes_and_below(bench, tmp_path):
     assert sizes[-1] > 0.98 * 276_897 and sizes[0] < 0.5 * 276_897
 
 
-def test_finetune_config_is_the_from_dense_schedule(bench, tmp_path):
+def test_finetune_config_is_the_from_dense_schedule(tmp_path):
     """250 iterations at lr 1e-3 with the from-dense warm-up and decay
     (configs/demo/fsnet_ssd300_demo_from_dense.py), over the written config."""
     from mmengine.config import Config
@@ -300,7 +306,7 @@ def test_finetune_config_is_the_from_dense_schedule(bench, tmp_path):
                     "train_cfg = dict(type='IterBasedTrainLoop', max_iters=750)\n"
                     "load_from = 'compressed.pth'\n")
     path = tmp_path / 'finetune.py'
-    path.write_text(bench.finetune_text(str(base), 'KSE', 3, 250))
+    path.write_text(finetune_text(str(base), 'KSE', 3, 250))
     cfg = Config.fromfile(str(path))
     assert cfg.optim_wrapper.optimizer.lr == 1e-3
     assert cfg.optim_wrapper.optimizer.weight_decay == 1e-4
@@ -310,23 +316,23 @@ def test_finetune_config_is_the_from_dense_schedule(bench, tmp_path):
     assert (warm['type'], warm['start_factor'], warm['end']) == (
         'LinearLR', 0.1, 5)
     assert (cosine['begin'], cosine['end'], cosine['eta_min']) == (5, 250, 1e-5)
-    path.write_text(bench.finetune_text(str(base), 'KSE', 0, 4))
+    path.write_text(finetune_text(str(base), 'KSE', 0, 4))
     assert Config.fromfile(str(path)).param_scheduler[0]['end'] == 2
 
 
 # ------------------------------------------------------------------ FLOPs
-def test_flops_of_a_tiny_model_by_hand(bench):
+def test_flops_of_a_tiny_model_by_hand():
     """Conv + BN + ReLU + max-pool + 1x1 conv on 8x8: a multiply-add per
     weight and output pixel (bias not counted), BN two per element in eval
     mode, ReLU and pooling nothing (mmengine.analysis, as get_flops.py)."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4),
                           nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 5, 1))
     by_hand = 4 * 3 * 9 * 8 * 8 + 2 * 4 * 8 * 8 + 5 * 4 * 4 * 4
-    assert bench.count_flops(model, (8, 8)) == by_hand
+    assert count_flops(model, (8, 8)) == by_hand
     assert model.training  # the count runs in eval mode and restores
 
 
-def test_flops_of_bsfconv_forwards_by_hand(bench):
+def test_flops_of_bsfconv_forwards_by_hand():
     """BSFConv's 'weight' forward counts as the dense conv it runs (building
     the weight is indexing and products); the split-transform-merge forward
     counts its grouped conv: G M maps of d k k multiply-adds per pixel."""
@@ -338,10 +344,10 @@ def test_flops_of_bsfconv_forwards_by_hand(bench):
         layer = BSFConv(c, k, 3, padding=1, bank_size=m, bank_channels=d,
                         forward_mode=mode)
         model = nn.Sequential(nn.Conv2d(3, c, 1, bias=False), layer)
-        assert bench.count_flops(model, (7, 7)) == c * 3 * 7 * 7 + by_hand
+        assert count_flops(model, (7, 7)) == c * 3 * 7 * 7 + by_hand
 
 
-def test_flops_of_a_detector_by_hand(bench):
+def test_flops_of_a_detector_by_hand():
     """The dense SSD300-BN at the demo width: every conv's and BatchNorm's
     count from the output shapes hooks record, summed (no other op counts)."""
     cfg = load_config(ROOT / 'tests' / 'configs' / 'ssd300_bn_tiny_narrow.py')
@@ -364,13 +370,12 @@ def test_flops_of_a_detector_by_hand(bench):
     with torch.no_grad():
         model(torch.zeros(1, 3, 300, 300))
     by_hand = sum(counts)
-    assert bench.count_flops(model) == by_hand
+    assert count_flops(model) == by_hand
 
 
 # ----------------------------------------------------------------- report
 def test_summary_rows_are_mean_and_sample_std_over_seeds():
-    bench = _bench_module()
-    fs = bench.VARIANTS['fs-k3x1']
+    fs = VARIANTS['fs-k3x1']
     maps, wq = [0.30, 0.36, 0.27], [0.29, 0.35, 0.28]
     runs = [dict(variant='fs-k3x1', seed=s, params=1000, bytes=4000,
                  s_iter=t, loss=l, mAP=m, mAP_wq=q, effective_wq=250,
@@ -378,7 +383,7 @@ def test_summary_rows_are_mean_and_sample_std_over_seeds():
             for s, (m, q, t, l) in enumerate(zip(maps, wq, [1.0, 3.0, 2.0],
                                                  [5.0, 6.0, 7.0]))]
     runs.append(dict(runs[0], variant='dense-w0.25', mAP=0.9))  # another point
-    rows = {r['name']: r for r in bench.summarize([fs], runs)}
+    rows = {r['name']: r for r in summarize([fs], runs)}
     assert set(rows) == {'fs-k3x1', 'fs-k3x1-wq'}
     row, row_wq = rows['fs-k3x1'], rows['fs-k3x1-wq']
     # Independent reference: the textbook sample std, (n - 1) denominator.
@@ -393,12 +398,11 @@ def test_summary_rows_are_mean_and_sample_std_over_seeds():
     assert row['flops'] is None  # results written before FLOPs were counted
 
 
-def test_summary_rows_of_compressed_points(bench):
+def test_summary_rows_of_compressed_points():
     """KSE's counts vary with the seed (its centroids follow the trained
     weights): the row takes their means; int8 and KSE rows show their
     schedules."""
-    kse, int8 = bench.VARIANTS['kse-as-fs-k3x1'], bench.VARIANTS[
-        'dense-w0.25-int8']
+    kse, int8 = VARIANTS['kse-as-fs-k3x1'], VARIANTS['dense-w0.25-int8']
     runs = [dict(variant=kse.name, seed=s, iters=750, finetune_iters=250,
                  source='dense-w0.25', params=p, effective=e, bytes=b,
                  flops=f, mAP=m, s_iter=0.5)
@@ -407,7 +411,7 @@ def test_summary_rows_of_compressed_points(bench):
     runs.append(dict(variant=int8.name, seed=0, iters=750,
                      source='dense-w0.25', params=900, effective=300.25,
                      bytes=500, flops=120, mAP=0.6, s_iter=None))
-    rows = {r['name']: r for r in bench.summarize([kse, int8], runs)}
+    rows = {r['name']: r for r in summarize([kse, int8], runs)}
     row = rows[kse.name]
     assert (row['params'], row['bytes'], row['flops']) == (201, 1005, 93)
     assert row['effective'] == pytest.approx(211.0)
@@ -424,27 +428,27 @@ def _row(name, cost, mAP, std=0.0, method='x'):
                 std=std, method=method)
 
 
-def test_pareto_front_and_clear_winners_by_hand(bench):
+def test_pareto_front_and_clear_winners_by_hand():
     rows = [_row('a', 100, 0.50), _row('b', 200, 0.45),  # b: a is smaller, better
             _row('c', 300, 0.60, 0.02), _row('d', 300, 0.60),  # equal: both stay
             _row('e', 50, 0.30), _row('f', 400, 0.55)]
-    assert bench.pareto_front(rows, 'bytes') == ['a', 'c', 'd', 'e']
+    assert pareto_front(rows, 'bytes') == ['a', 'c', 'd', 'e']
     ref = _row('wq', 250, 0.40, 0.04, 'FS-WQ')
     rows.append(ref)
     # At <= 250 bytes: a (+0.10 > 0.04), b (+0.05 > 0.04), e (lower).
-    assert [r['name'] for r in bench.clear_winners(rows, ref)] == ['a', 'b']
+    assert [r['name'] for r in clear_winners(rows, ref)] == ['a', 'b']
     ref['std'] = 0.08  # now only a clears one (the larger) std
-    assert [r['name'] for r in bench.clear_winners(rows, ref)] == ['a']
-    notes = bench.front_notes(rows)
+    assert [r['name'] for r in clear_winners(rows, ref)] == ['a']
+    notes = front_notes(rows)
     assert 'not on the bytes-vs-mAP Pareto front' in notes and 'a (100 bytes' in notes
     # Rows without a seed count have one: their std of 0 is said, by name.
     assert notes.endswith('One seed (std unknown, counted as 0): wq, a.')
     ref['seeds'] = rows[0]['seeds'] = 3
-    notes = bench.front_notes(rows)
+    notes = front_notes(rows)
     assert '0.500 +- 0.000, 3 seeds)' in notes and 'One seed' not in notes
 
 
-def test_compare_table_orders_methods_and_marks_the_fronts(bench):
+def test_compare_table_orders_methods_and_marks_the_fronts():
     rows = [dict(_row('lrf', 900, 0.5, method='LRF'), params=90, effective=90,
                  schedule='750 + 250', s_iter=0.5, seeds=3),
             dict(_row('fs', 1000, 0.4, method='FS'), params=100, effective=100,
@@ -452,7 +456,7 @@ def test_compare_table_orders_methods_and_marks_the_fronts(bench):
             dict(_row('fs-wq', 300, 0.4, method='FS-WQ'), params=100,
                  effective=25, schedule='750', s_iter=1.0, seeds=3)]
     rows[0]['flops'] = None  # uncounted: not on the FLOPs front, shown '-'
-    lines = bench.compare_table(rows).splitlines()
+    lines = compare_table(rows).splitlines()
     assert [line.split(' | ')[0] for line in lines[2:]] == ['| FS', '| FS-WQ',
                                                             '| LRF']
     # FS: LRF has fewer bytes and a higher mAP; LRF's FLOPs are unknown.

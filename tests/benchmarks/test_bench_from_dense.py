@@ -4,6 +4,17 @@ import json
 import pytest
 
 from conftest import run_tool
+from fsnet_mmdet.tools.pipeline import map_of
+
+
+def _assert_maps_are_the_runs(run_dir, reported, test_dirs):
+    """``reported[key]`` (the report's) is the run's own mAP, for every
+    ``key``: the number in ``run_dir``'s result.json and the one
+    tools/test.py wrote in ``run_dir / test_dirs[key]``."""
+    result = json.loads((run_dir / 'result.json').read_text())
+    for key, test_dir in test_dirs.items():
+        measured = map_of(str(run_dir / test_dir))
+        assert reported[key] == result[key] == measured, key
 
 
 @pytest.mark.e2e(seconds=390)
@@ -15,13 +26,18 @@ def test_quick_from_dense_benchmark_runs_every_step_and_resumes(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     report = json.loads((work / 'docs' / 'results.json').read_text())
     teacher, (run, recon) = report['teacher'], report['runs']
-    for key in ('mAP', 'converted', 'converted_bn', 'int8'):
-        assert 0 <= teacher[key] <= 1
+    # Every reported mAP is the run's own: its result.json's and the number
+    # tools/test.py wrote in that step's test directory.
+    _assert_maps_are_the_runs(work / 'teacher', teacher, {
+        'mAP': 'test', 'converted': 'test_converted',
+        'converted_bn': 'test_converted_bn', 'int8': 'test_int8'})
     assert teacher['bytes_int8'] > 0 and not list(work.glob('teacher/int8.pth'))
     assert (run['method'], run['extra'], run['reg_iters'], run['tune_iters']) \
         == ('fsshrink-kd', 6, 4, 2)
-    for key in ('regularized', 'projected', 'projected_bn', 'mAP', 'mAP_wq'):
-        assert 0 <= run[key] <= 1
+    _assert_maps_are_the_runs(work / 'fsshrink-kd-extra6' / 'seed0', run, {
+        'regularized': 'test_reg', 'projected': 'test_projected',
+        'projected_bn': 'test_projected_bn', 'mAP': 'test',
+        'mAP_wq': 'test_wq'})
     # Four shrinks, ramped to rate 0.1: the residual after regularization is
     # below its start.
     residuals = json.loads((work / 'fsshrink-kd-extra6' / 'seed0' / 'reg' /

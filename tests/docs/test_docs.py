@@ -10,7 +10,7 @@ numbers of the committed results files: the demo-scale table against
 ``docs/accuracy/**/results.json`` (the accuracy benchmark, the H100 runs) and
 ``docs/demo/summary.md`` (``make demo``); the full-scale table against
 ``docs/model_sizes.json`` (``python docs/model_sizes.py``) and the paper's
-Table 4 as ``benchmarks/bench_accuracy.py`` holds it.
+Table 4 as ``benchmarks/accuracy/report.py`` holds it.
 
 Each check is a function returning its findings, so that the tests below
 also show it failing on a broken link and on a changed number.
@@ -306,13 +306,13 @@ def demo_table_errors(markdown: str) -> List[str]:
 
 
 def _paper_table4() -> Dict[str, Tuple[float, float]]:
-    """``PAPER_TABLE4`` of benchmarks/bench_accuracy.py, read without importing it."""
-    tree = ast.parse((ROOT / 'benchmarks' / 'bench_accuracy.py').read_text())
+    """``PAPER_TABLE4`` of benchmarks/accuracy/report.py, read without importing it."""
+    tree = ast.parse((ROOT / 'benchmarks' / 'accuracy' / 'report.py').read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
                 getattr(t, 'id', None) == 'PAPER_TABLE4' for t in node.targets):
             return ast.literal_eval(node.value)
-    raise AssertionError('benchmarks/bench_accuracy.py defines no PAPER_TABLE4')
+    raise AssertionError('benchmarks/accuracy/report.py defines no PAPER_TABLE4')
 
 
 def full_table_errors(markdown: str) -> List[str]:
