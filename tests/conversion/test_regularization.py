@@ -1,34 +1,23 @@
 """Structural regularization towards FS: the term, its gradient, the hook, the tools."""
 import json
 import types
-from collections import defaultdict
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, build_detector, load_config, run_tool
+from references import (assert_projected, assert_same_detections, fs_layers,
+                        group_means, predict, projection_residual_loop,
+                        run_test_tool)
 from fsnet_mmdet import FSConv, FSLinear
-from fsnet_mmdet.layers.extraction import project_filters
+from fsnet_mmdet.layers.wq import fake_quantize
 from fsnet_mmdet.conversion.regularization import (
     StructuralRegularizer, fs_target_layers, lambda_at, projection_residual,
     shrink_towards_fs)
 from fsnet_mmdet.engine.hooks import FSRegularizationHook, check_loaded
 
 TESTS = ROOT / 'tests' / 'configs'
-
-
-def explicit_residual(weight, index):
-    """||W - P(W)||^2 by an explicit loop: group weights by summary element."""
-    groups = defaultdict(list)
-    for pos, element in enumerate(index.reshape(-1).tolist()):
-        groups[element].append(pos)
-    flat = weight.reshape(-1).tolist()
-    total = 0.0
-    for positions in groups.values():
-        mean = sum(flat[p] for p in positions) / len(positions)
-        total += sum((flat[p] - mean) ** 2 for p in positions)
-    return total
 
 
 def pair():
@@ -51,8 +40,8 @@ def test_residual_and_gradient_match_an_explicit_computation(make):
     layer = make()
     weight = torch.randn(layer.index.shape, dtype=torch.float64, requires_grad=True)
     error, norm = projection_residual(weight, layer.index, layer.summary.numel())
-    assert error.item() == pytest.approx(explicit_residual(weight.detach(),
-                                                           layer.index), rel=1e-10)
+    assert error.item() == pytest.approx(
+        projection_residual_loop(weight.detach(), layer.index), rel=1e-10)
     assert norm.item() == pytest.approx(float(weight.detach().pow(2).sum()))
     (error / norm).backward()
     # d/dW ||W-PW||^2/||W||^2 = 2(W-PW)/||W||^2 - 2||W-PW||^2 W/||W||^4 (P is
@@ -95,7 +84,7 @@ def test_regularizer_adds_the_weighted_sum_in_loss_mode_only():
     model.register_forward_hook(reg, with_kwargs=True)
     out = model(torch.randn(2, 8, 5, 5), mode='loss')
     expected = sum(
-        explicit_residual(dense[i].weight.detach(), fs[i].index)
+        projection_residual_loop(dense[i].weight.detach(), fs[i].index)
         / float(dense[i].weight.detach().pow(2).sum()) for i in (0, 3, 6))
     assert out['loss_fs_reg'].item() == pytest.approx(0.5 * expected, rel=1e-5)
     assert set(reg.residuals) == set(layers)
@@ -132,14 +121,17 @@ def test_shrinking_scales_the_residual_by_one_minus_the_rate():
     before = projection_residual(weight, layer.index, numel)[0].item()
     projected = weight.clone()
     shrink_towards_fs(projected, layer.index, numel, 1.0)
-    expected = project_filters(weight, layer.index, numel)[layer.index]
+    # Rate 1: every weight the mean of its group (an explicit loop).
+    expected = group_means(weight, layer.index, numel)[layer.index.long()]
     torch.testing.assert_close(projected, expected)
     shrink_towards_fs(weight, layer.index, numel, 0.25)
     after = projection_residual(weight, layer.index, numel)[0].item()
     assert after == pytest.approx(0.75 ** 2 * before, rel=1e-9)
-    # The projection of the shrunk weight is unchanged (P is idempotent).
+    assert projection_residual_loop(weight, layer.index) == pytest.approx(
+        after, rel=1e-9)
+    # The group means of the shrunk weight are unchanged (P is idempotent).
     torch.testing.assert_close(
-        project_filters(weight, layer.index, numel)[layer.index], expected)
+        group_means(weight, layer.index, numel)[layer.index.long()], expected)
 
 
 def test_target_layers_errors_name_the_problem():
@@ -240,15 +232,27 @@ def test_tools_train_regularize_convert_test_quantize(tmp_path):
     fs_config = TESTS / 'fsnet_ssd300_tiny.py'
     result = run_tool('tools/convert.py', fs_config, reg / 'epoch_2.pth', projected)
     assert result.returncode == 0, result.stderr[-3000:]
-    result = run_tool('tools/test.py', fs_config, projected, '--work-dir',
-                      tmp_path / 'test')
-    assert result.returncode == 0 and 'pascal_voc/mAP' in result.stdout + result.stderr
+    # The converted file: every summary the group mean of the regularized
+    # dense weights, element by element; the rest as it was.
+    cfg = load_config(fs_config)
+    fs = build_detector(cfg)
+    dense_state = torch.load(reg / 'epoch_2.pth', weights_only=False)['state_dict']
+    fs_state = torch.load(projected, weights_only=True)['state_dict']
+    assert assert_projected(fs, dense_state, fs_state, loop_limit=600_000) == 35
+    fs.load_state_dict(fs_state, strict=True)
+    # tools/test.py on it: the detections of that FS model, predicted here.
+    _, theirs = run_test_tool(fs_config, projected, tmp_path / 'test')
+    assert_same_detections(predict(fs, cfg), theirs)
     wq = tmp_path / 'wq.pth'
     result = run_tool('tools/quantize.py', fs_config, projected, wq)
     assert result.returncode == 0, result.stderr[-3000:]
-    result = run_tool('tools/test.py', TESTS / 'fsnet_ssd300_wq_tiny.py', wq,
-                      '--work-dir', tmp_path / 'test_wq')
-    assert result.returncode == 0 and 'pascal_voc/mAP' in result.stdout + result.stderr
+    # WQ: those of the same model, its summaries quantized here.
+    _, theirs = run_test_tool(TESTS / 'fsnet_ssd300_wq_tiny.py', wq,
+                              tmp_path / 'test_wq')
+    with torch.no_grad():
+        for layer in fs_layers(fs).values():
+            layer.summary.copy_(fake_quantize(layer.summary))
+    assert_same_detections(predict(fs, cfg), theirs)
 
     # A trained model that does not fit the config: stopped before training.
     result = run_tool('tools/train.py', TESTS / 'fsreg_ssd300_tiny.py', '--work-dir',
@@ -262,7 +266,7 @@ def test_demo_configs_pair_up(tmp_path, monkeypatch):
     """configs/demo: the dense model regularized towards the FS demo model
     has a dense twin for every FS layer; the hook and both configs check."""
     from mmdet.registry import HOOKS
-    from conftest import VOC_ROOT, build_detector, load_config
+    from conftest import VOC_ROOT
     from fsnet_mmdet.engine.validate import check_config
 
     # The demo's generated data is not in a fresh clone: its relative

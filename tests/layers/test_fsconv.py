@@ -1,4 +1,7 @@
-"""FSConv against independent references: the paper's formula, Eq. 1, Eq. 2, F.conv2d."""
+"""FSConv against independent references: the paper's formula, Eq. 1, Eq. 2, F.conv2d.
+
+The forward on named layers, the index, the multiplicities and the block fold
+against loops: tests/layers/test_fsconv_properties.py (with random layers)."""
 import copy
 import math
 import pickle
@@ -12,35 +15,10 @@ from fsnet_mmdet import FSConv, count_params
 from fsnet_mmdet.layers.extraction import extract_filters
 from fsnet_mmdet.layers.geometry import TABLE1_K3, default_k3, resolve_geometry
 from fsnet_mmdet.layers.index import filter_index, multiplicity
+from references import channel_of, slow_filters
 
-
-def channel_of(p, geometry):
-    """Output channel of grid filter p: p itself, or with interleave g the
-    channel a * g + c of p = c * (K / g) + a."""
-    per = geometry.num_filters // geometry.interleave
-    return (p % per) * geometry.interleave + p // per
-
-
-def slow_filters(summary, geometry):
-    """Algorithm 1 by explicit loops: filter (k1, k2, k3) is the block at
-    (k3 z, k1 x, k2 y) of the summary, with circular wrap-around."""
-    (n1, n2, n3), (x, y, z) = geometry.sampling, geometry.strides
-    cm, hm, wm = summary.shape
-    c, (s1, s2) = geometry.in_channels, geometry.kernel_size
-    filters = torch.empty(n1 * n2 * n3, c, s1, s2, dtype=summary.dtype)
-    for k1 in range(n1):
-        for k2 in range(n2):
-            for k3 in range(n3):
-                k = channel_of((k1 * n2 + k2) * n3 + k3, geometry)
-                for ch in range(c):
-                    for i in range(s1):
-                        for j in range(s2):
-                            filters[k, ch, i, j] = summary[(k3 * z + ch) % cm,
-                                                           (k1 * x + i) % hm,
-                                                           (k2 * y + j) % wm]
-    return filters
-
-
+#: Named layers: against the loop filters in test_fsconv_properties.py
+#: (with random layers), against the CPU in test_cuda.py.
 CASES = [
     # in, out, kernel, stride, padding, dilation, fs options
     (8, 16, 3, 1, 1, 1, {}),
@@ -58,21 +36,6 @@ CASES = [
     (8, 24, 3, 1, 1, 1, {'interleave': 4}),       # box deltas of 6 anchors
     (8, 28, 3, 1, 1, 1, {'interleave': 7}),       # 6 classes + bg, 4 anchors
 ]
-
-
-@pytest.mark.parametrize('cin,cout,ks,stride,pad,dil,opts', CASES)
-def test_forward_matches_dense_conv_with_loop_filters(cin, cout, ks, stride,
-                                                      pad, dil, opts):
-    torch.manual_seed(0)
-    conv = FSConv(cin, cout, ks, stride, pad, dil, **opts).double()
-    ref = slow_filters(conv.summary.detach(), conv.geometry)
-    x = torch.randn(2, cin, 11, 13, dtype=torch.double)
-    expected = F.conv2d(x, ref, conv.bias, stride, pad, dil)
-    torch.testing.assert_close(conv(x), expected)
-    assert conv(x).shape == nn.Conv2d(cin, cout, ks, stride, pad, dil)(
-        x.float()).shape
-    with torch.no_grad():  # eval path
-        torch.testing.assert_close(conv.eval()(x), expected)
 
 
 @pytest.mark.parametrize('reduction,interleave', [('mean', 1), ('sum', 1),
@@ -176,16 +139,6 @@ def test_single_filter_axis_gets_the_full_filter_stride():
     assert resolve_geometry(8, 4, (3, 3), sampling=(1, 1, 4)).strides == (3, 3, 2)
 
 
-def test_index_and_multiplicity_match_loop():
-    g = resolve_geometry(6, 12, (3, 3), sampling=(2, 3, 2), strides=(2, 1, 3))
-    summary = torch.arange(math.prod(g.summary_shape)).view(
-        g.summary_shape).double()
-    index = filter_index(g)
-    assert torch.equal(index.double(), slow_filters(summary, g))
-    counts = multiplicity(index, summary.numel())
-    assert counts.sum() == index.numel() and counts.min() >= 1
-
-
 @pytest.mark.parametrize('kwargs,match', [
     (dict(sampling=(2, 2, 3)), 'K1 \\* K2 \\* K3 must equal'),
     (dict(sampling=(2, 2)), 'sampling must be a sequence of three'),
@@ -250,14 +203,19 @@ def test_count_params():
     assert report.effective_wq == report.stored - 0.75 * (4096 + 512)
 
 
-def test_init_variance_matches_dense_default():
+@pytest.mark.parametrize('channels', [128, 256])
+def test_default_init_is_conv2d_default(channels):
+    """nn.Conv2d's kaiming_uniform_(a=sqrt(5)): filters and bias uniform in
+    +-1 / sqrt(fan_in), as for the dense layer."""
     torch.manual_seed(0)
-    conv = FSConv(256, 256, 3)
-    dense = nn.Conv2d(256, 256, 3)
-    bound = 1 / math.sqrt(256 * 9)
+    conv = FSConv(channels, channels, 3)
+    dense = nn.Conv2d(channels, channels, 3)
+    bound = 1 / math.sqrt(channels * 9)
     for w in (conv.weight, dense.weight):
         assert w.abs().max() <= bound
         assert w.var().item() == pytest.approx(bound ** 2 / 3, rel=0.05)
+    assert conv.bias.abs().max() <= bound
+    assert conv.bias.abs().max() > 0.9 * bound  # uniform over the range
 
 
 def test_eval_cache_never_stale():
@@ -287,38 +245,34 @@ def test_extract_filters_gradcheck():
     torch.testing.assert_close(summary.grad, torch.ones_like(summary))
 
 
-@pytest.mark.parametrize('cin,cout,ks,opts', [
-    (64, 64, 3, {}), (3, 64, 3, {}), (512, 126, 3, {}), (32, 16, 1, {}),
-    (8, 4, 1, {}),                                   # ratio 8 > K: shifts wrap
-    (8, 8, 3, {'sampling': (1, 1, 8), 'strides': (1, 1, 1)}),  # K1 x < S1
-    (12, 20, 5, {'sampling': (2, 5, 2), 'strides': (3, 2, 4)}),
-    (16, 24, (3, 1), {'k3': 2}),
+def eq2_mean_by_scatter(conv, x, **conv_args):
+    """Eq. 2's mean without the layer's extraction: the gradient of a dense
+    conv holding the layer's filters, index_add over the index, divided by
+    the bincount of the index."""
+    index = conv.index.reshape(-1).long()
+    dense = conv.summary.detach().reshape(-1)[index].view(conv.index.shape)
+    dense.requires_grad_()
+    (F.conv2d(x, dense, conv.bias, **conv_args) ** 2).sum().backward()
+    numel = conv.summary.numel()
+    total = torch.zeros(numel, dtype=dense.dtype).index_add_(
+        0, index, dense.grad.reshape(-1))
+    return (total / torch.bincount(index, minlength=numel)).view_as(conv.summary)
+
+
+@pytest.mark.parametrize('cin,cout,opts', [
+    (512, 256, {}), (256, 512, {}),
+    (1024, 256, {'k3': 4}),  # K3 = 4, z = C / 4 = 256
 ])
-def test_block_fold_equals_scatter_add(cin, cout, ks, opts):
-    from fsnet_mmdet.layers.extraction import fold_filter_grad, foldable
-
-    g = resolve_geometry(cin, cout, ks if isinstance(ks, tuple) else (ks, ks),
-                         **opts)
-    assert foldable(g)
-    index = filter_index(g)
-    grad = torch.randn(index.shape, dtype=torch.double)
-    expected = torch.zeros(math.prod(g.summary_shape), dtype=torch.double)
-    expected.index_add_(0, index.reshape(-1).long(), grad.reshape(-1))
-    torch.testing.assert_close(fold_filter_grad(grad, g).reshape(-1), expected)
-
-
-def test_large_layer_uses_fold_and_matches_scatter():
+def test_large_layer_backward_is_the_block_fold(cin, cout, opts):
     from fsnet_mmdet.layers.fsconv import FOLD_MIN_FILTER_ELEMENTS
 
-    conv = FSConv(512, 256, 3, padding=1).double()
+    torch.manual_seed(0)
+    conv = FSConv(cin, cout, 3, padding=1, **opts).double()
     assert conv._fold is not None and conv.index.numel() >= FOLD_MIN_FILTER_ELEMENTS
-    x = torch.randn(2, 512, 3, 3, dtype=torch.double)
+    x = torch.randn(2, cin, 3, 3, dtype=torch.double)
     (conv(x) ** 2).sum().backward()
-    fast = conv.summary.grad.clone()
-    conv.summary.grad = None
-    filters = extract_filters(conv.summary, conv.index, conv.inv_multiplicity)
-    (F.conv2d(x, filters, conv.bias, padding=1) ** 2).sum().backward()
-    torch.testing.assert_close(fast, conv.summary.grad)
+    torch.testing.assert_close(conv.summary.grad,
+                               eq2_mean_by_scatter(conv, x, padding=1))
 
 
 def test_small_layer_backward_is_one_sparse_product_and_copies():
@@ -331,10 +285,7 @@ def test_small_layer_backward_is_one_sparse_product_and_copies():
     (conv(x) ** 2).sum().backward()
     fast = conv.summary.grad.clone()
     assert conv._reduction_cache is not None
-    conv.summary.grad = None
-    filters = extract_filters(conv.summary, conv.index, conv.inv_multiplicity)
-    (F.conv2d(x, filters, conv.bias, padding=1) ** 2).sum().backward()
-    torch.testing.assert_close(fast, conv.summary.grad)
+    torch.testing.assert_close(fast, eq2_mean_by_scatter(conv, x, padding=1))
     twin = copy.deepcopy(conv)
     pickle.loads(pickle.dumps(conv))
     assert twin._reduction_cache is None and conv._reduction_cache is not None

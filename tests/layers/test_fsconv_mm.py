@@ -78,15 +78,6 @@ def test_conv_module_kaiming_init_reaches_the_summary():
     assert module.conv.bias is None
 
 
-def test_default_init_is_conv2d_default():
-    torch.manual_seed(0)
-    conv = FSConv(128, 128, 3)
-    bound = 1 / math.sqrt(128 * 9)  # nn.Conv2d: kaiming_uniform_(a=sqrt(5))
-    assert conv.weight.abs().max() <= bound
-    assert _std(conv) == pytest.approx(bound / math.sqrt(3), rel=0.05)
-    assert conv.bias.abs().max() <= bound
-
-
 def test_pending_init_is_overridden_by_load_state_dict():
     src = FSConv(8, 8, 3)
     dst = FSConv(8, 8, 3)

@@ -84,8 +84,13 @@ def test_index_and_multiplicity():
     assert index[0].tolist() == list(range(8))
     assert index[5].tolist() == [10, 11, 0, 1, 2, 3, 4, 5]   # wraps at L = 12
     assert (multiplicity(index, 12) == 4).all()              # N / s
+    # Row k reads elements (k s + j) mod L: counted one by one.
+    counts = [0] * 21
+    for k in range(7):
+        for j in range(20):
+            counts[(k * 3 + j) % 21] += 1
     uneven = multiplicity(segment_index(7, 20, 3), 21)
-    assert uneven.sum() == 7 * 20 and set(uneven.tolist()) == {6, 7}
+    assert uneven.tolist() == counts and set(counts) == {6, 7}
 
 
 def test_init_matches_dense_default_and_initializers_reach_the_summary():

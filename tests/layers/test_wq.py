@@ -12,6 +12,7 @@ from fsnet_mmdet import FSConv
 from fsnet_mmdet.layers.wq import (compress_state_dict, decompress,
                                    dequantize, fake_quantize, quantize)
 from fsnet_mmdet.utils.io import pack_tensors, unpack_tensors
+from references import assert_same_detections, predict, run_test_tool
 
 
 @pytest.mark.parametrize('shape,scale', [((64, 8, 8), 1.0), ((3, 5, 7), 1e-4),
@@ -65,12 +66,20 @@ def test_compressed_checkpoint_leaves_dense_layers_and_bn_untouched(tmp_path):
     assert unpack_tensors(pack_tensors(state)).keys() == state.keys()
 
 
-@pytest.mark.e2e
-def test_quantize_tool_writes_small_weights_only_file(trained, tmp_path):
-    out = tmp_path / 'wq.pth'
+@pytest.fixture(scope='module')
+def quantized(trained, tmp_path_factory):
+    """tools/quantize.py run once on the trained tiny FSNet-1 checkpoint:
+    (the compressed file, the tool's result)."""
+    out = tmp_path_factory.mktemp('wq') / 'wq.pth'
     result = run_tool('tools/quantize.py', TINY_CONFIG, trained / 'epoch_2.pth', out)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert os.listdir(tmp_path) == ['wq.pth']  # no temporary file left
+    return out, result
+
+
+@pytest.mark.e2e
+def test_quantize_tool_writes_small_weights_only_file(quantized):
+    out, result = quantized
+    assert os.listdir(out.parent) == ['wq.pth']  # no temporary file left
     effective = 441_902  # FSNet-1-WQ effective parameters (count_params)
     assert f'effective parameters {effective:,}' in result.stdout
     size = out.stat().st_size
@@ -80,13 +89,33 @@ def test_quantize_tool_writes_small_weights_only_file(trained, tmp_path):
     assert ckpt['meta']['format'] == 'fsnet-wq' and len(ckpt['summaries']) == 35
 
 
+def float_model_with_quantized_summaries(checkpoint):
+    """The float tiny FSNet-1 (not the WQ config) holding ``checkpoint``,
+    every summary replaced here by its 8-bit levels; checks each level is
+    within half a step of the float value."""
+    cfg = load_config(TINY_CONFIG)
+    model = build_detector(cfg)
+    state = torch.load(checkpoint, weights_only=False)['state_dict']
+    model.load_state_dict(state, strict=True)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, FSConv)]
+    assert len(layers) == 35
+    with torch.no_grad():
+        for name, module in layers:
+            summary = module.summary
+            levels = fake_quantize(summary)
+            step = (summary.max() - summary.min()).double() / 255
+            ulp = summary.abs().max().double() * 2 ** -23  # float32
+            assert ((levels - summary).double().abs()
+                    <= step / 2 + ulp).all(), name
+            summary.copy_(levels)
+    return model, cfg
+
+
 @pytest.mark.e2e
-def test_wq_config_same_detections_from_compressed_and_float(trained, tmp_path):
+def test_wq_config_same_detections_from_compressed_and_float(trained, quantized):
     from mmengine.runner import load_checkpoint
 
-    out = tmp_path / 'wq.pth'
-    assert run_tool('tools/quantize.py', TINY_CONFIG, trained / 'epoch_2.pth',
-                    out).returncode == 0
+    out, _ = quantized
     cfg = load_config(TINY_WQ_CONFIG)
     data = voc_batch(cfg.test_pipeline)
     outputs = []
@@ -109,17 +138,17 @@ def test_wq_config_same_detections_from_compressed_and_float(trained, tmp_path):
 
 
 @pytest.mark.e2e
-def test_wq_eval_through_tools_test(trained, tmp_path):
-    out = tmp_path / 'wq.pth'
-    assert run_tool('tools/quantize.py', TINY_CONFIG, trained / 'epoch_2.pth',
-                    out).returncode == 0
-    result = run_tool('tools/test.py', TINY_WQ_CONFIG, out, '--work-dir', tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert 'pascal_voc/mAP' in result.stdout + result.stderr
+def test_wq_eval_through_tools_test(trained, quantized, tmp_path):
+    """tools/test.py with the WQ config on the compressed file: the
+    detections of the float model whose summaries were quantized here."""
+    out, _ = quantized
+    _, theirs = run_test_tool(TINY_WQ_CONFIG, out, tmp_path)
+    model, cfg = float_model_with_quantized_summaries(trained / 'epoch_2.pth')
+    assert_same_detections(predict(model, cfg), theirs)
 
 
 @pytest.mark.e2e
-def test_quantize_refuses_bad_input(trained, tmp_path):
+def test_quantize_refuses_bad_input(trained, quantized, tmp_path):
     out = tmp_path / 'out.pth'
     result = run_tool('tools/quantize.py', 'configs/ssd300_bn_voc.py',
                       trained / 'epoch_2.pth', out)
@@ -131,11 +160,8 @@ def test_quantize_refuses_bad_input(trained, tmp_path):
     assert result.returncode != 0 and not out.exists()
     assert "epoch_2.pth: 'backbone.features.conv1_2.conv.summary' has shape" in result.stderr
     # A truncated compressed checkpoint.
-    good = tmp_path / 'good.pth'
-    assert run_tool('tools/quantize.py', TINY_CONFIG, trained / 'epoch_2.pth',
-                    good).returncode == 0
     bad = tmp_path / 'bad.pth'
-    bad.write_bytes(good.read_bytes()[:100_000])
+    bad.write_bytes(quantized[0].read_bytes()[:100_000])
     result = run_tool('tools/quantize.py', TINY_CONFIG, bad, out)
     assert result.returncode != 0 and not out.exists()
     assert 'bad.pth: truncated, corrupted' in result.stderr

@@ -64,12 +64,37 @@ def test_train_step_on_real_voc_images(detector):
 
 
 def test_predict_returns_boxes(detector):
-    _, cfg, model = detector
+    """Boxes on every image, inside it; an FS detector's detections are, bit
+    for bit, those of the dense SSD300-BN holding its filters."""
+    path, cfg, model = detector
     model.eval()
+    data = voc_batch(cfg.test_pipeline)
     with torch.no_grad():
-        results = model.test_step(voc_batch(cfg.test_pipeline))
-    assert all(r.pred_instances.bboxes.shape[-1] == 4 for r in results)
-    assert sum(len(r.pred_instances) for r in results) > 0
+        results = model.test_step(data)
+    assert len(results) == 2
+    for r in results:
+        pred, (h, w) = r.pred_instances, r.ori_shape
+        assert len(pred) > 0 and pred.bboxes.shape[-1] == 4
+        assert (pred.bboxes >= 0).all()
+        assert (pred.bboxes[:, 2] <= w + 1).all() and (pred.bboxes[:, 3] <= h + 1).all()
+        assert (pred.scores >= cfg.model.test_cfg.score_thr).all()
+        assert ((pred.labels >= 0) & (pred.labels < 20)).all()
+    if 'ssd300_bn' in path:
+        return
+    state = dict(model.state_dict())
+    for name, layer in model.named_modules():
+        if isinstance(layer, FSConv):
+            del state[f'{name}.summary']
+            state[f'{name}.weight'] = layer.weight.detach()
+    dense = build_detector(load_config('configs/ssd300_bn_voc.py'))
+    dense.load_state_dict(state, strict=True)
+    assert not any(isinstance(m, FSConv) for m in dense.modules())
+    dense.eval()
+    with torch.no_grad():
+        expected = dense.test_step(data)
+    for r, e in zip(results, expected):
+        for key in ('labels', 'bboxes', 'scores'):
+            assert torch.equal(r.pred_instances[key], e.pred_instances[key]), key
 
 
 def test_fsnet_preset_k3():
