@@ -9,7 +9,7 @@ install:
 	@VENV=$(VENV) bash tools/install.sh
 
 test: install
-	@$(PY) -m pytest -q -n 2 --dist loadfile --durations=20 tests; rc=$$?; \
+	@$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=20 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; \
 	exit $$rc
 

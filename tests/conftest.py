@@ -28,8 +28,9 @@ def pytest_collection_modifyitems(config, items):
     the slowest ones' ``--durations``), longest first, then the other files
     with end-to-end tests, then the rest; the order inside a file is kept.
     ``make test`` runs whole files per xdist worker (``--dist loadfile``:
-    module fixtures are built once), so the longest start first and the two
-    workers finish together."""
+    module fixtures are built once) in this order (``--no-loadscope-reorder``;
+    xdist would otherwise put the files with the most tests first), so the
+    longest start first and the two workers finish together."""
     cost = {}
     for item in items:
         mark = item.get_closest_marker('e2e')
