@@ -53,7 +53,7 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from ..layers.derived_weight import DerivedWeightMixin
-from ..utils.io import pack_tensors, unpack_tensors
+from ..utils.io import has_format, pack_tensors, unpack_tensors
 
 FORWARD_MODES = ('weight', 'stm')
 CHECKPOINT_FORMAT = 'fsnet-bsf'
@@ -541,9 +541,7 @@ def compress_bsf_state_dict(state_dict: Mapping[str, Tensor],
 
 def is_bsf_checkpoint(checkpoint) -> bool:
     """Whether a loaded checkpoint is a compressed BSF checkpoint."""
-    return (isinstance(checkpoint, dict)
-            and isinstance(checkpoint.get('meta'), dict)
-            and checkpoint['meta'].get('format') == CHECKPOINT_FORMAT)
+    return has_format(checkpoint, CHECKPOINT_FORMAT)
 
 
 def decompress_bsf(checkpoint: dict, filename: str = '<checkpoint>') -> dict:

@@ -36,7 +36,7 @@ from typing import Dict, Mapping, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..utils.io import pack_tensors, unpack_tensors
+from ..utils.io import has_format, pack_tensors, unpack_tensors
 
 FORMAT = 'fsnet-int8'
 VERSION = 1
@@ -202,9 +202,7 @@ def checkpoint_payload_bytes(checkpoint: Mapping) -> int:
 
 def is_int8_checkpoint(checkpoint) -> bool:
     """Whether a loaded checkpoint is a compressed int8 checkpoint."""
-    return (isinstance(checkpoint, dict)
-            and isinstance(checkpoint.get('meta'), dict)
-            and checkpoint['meta'].get('format') == FORMAT)
+    return has_format(checkpoint, FORMAT)
 
 
 def decompress(checkpoint: dict, filename: str = '<checkpoint>') -> dict:

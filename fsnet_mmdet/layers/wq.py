@@ -27,7 +27,7 @@ from typing import Mapping, Tuple
 import torch
 from torch import Tensor
 
-from ..utils.io import pack_tensors, unpack_tensors
+from ..utils.io import has_format, pack_tensors, unpack_tensors
 
 LEVELS = 256
 FORMAT = 'fsnet-wq'
@@ -107,9 +107,7 @@ def compress_state_dict(state_dict: Mapping[str, Tensor],
 
 def is_compressed(checkpoint) -> bool:
     """Whether a loaded checkpoint is a compressed (WQ) checkpoint."""
-    return (isinstance(checkpoint, dict)
-            and isinstance(checkpoint.get('meta'), dict)
-            and checkpoint['meta'].get('format') == FORMAT)
+    return has_format(checkpoint, FORMAT)
 
 
 def decompress(checkpoint: dict, filename: str = '<checkpoint>') -> dict:

@@ -108,6 +108,14 @@ def write_json_atomic(path: str, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1) + '\n')
 
 
+def has_format(checkpoint: Any, name: str) -> bool:
+    """Whether a loaded checkpoint is one of the package's compressed formats
+    (``checkpoint['meta']['format'] == name``): WQ, int8 or BSF."""
+    return (isinstance(checkpoint, dict)
+            and isinstance(checkpoint.get('meta'), dict)
+            and checkpoint['meta'].get('format') == name)
+
+
 def pack_tensors(tensors: Mapping[str, Tensor]) -> dict:
     """Concatenate tensors per dtype: ``{'data': {dtype: flat}, 'entries': [...]}``."""
     chunks: Dict[str, list] = {}
