@@ -160,11 +160,8 @@ def violations(g: Optional[Dict[str, list]] = None) -> List[str]:
     problems = []
     families = {f for row in LEVELS for f in row}
     for module in g:
-        fam = family_of(module)
-        if fam == '' and module != PACKAGE:
-            continue
         if module != PACKAGE and '.' not in module[len(PACKAGE) + 1:] \
-                and fam not in families:
+                and family_of(module) not in families:
             problems.append(f'{module}: a module at the package root (put it '
                             f'in a family: {sorted(families)})')
     for module, deps in g.items():

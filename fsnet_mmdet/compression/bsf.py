@@ -53,7 +53,7 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from ..layers.derived_weight import DerivedWeightMixin
-from ..utils.io import has_format, pack_tensors, unpack_tensors
+from ..utils.io import has_format, pack_tensors, unpack_format
 
 FORWARD_MODES = ('weight', 'stm')
 CHECKPOINT_FORMAT = 'fsnet-bsf'
@@ -555,12 +555,8 @@ def decompress_bsf(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
         ValueError: the checkpoint is malformed; the message names the file
             and the first bad entry.
     """
-    meta = checkpoint['meta']
-    if meta.get('version') != CHECKPOINT_VERSION:
-        raise ValueError(f'{filename}: BSF checkpoint version '
-                         f'{meta.get("version")!r}, this fsnet_mmdet reads '
-                         f'version {CHECKPOINT_VERSION}')
-    state_dict = unpack_tensors(checkpoint.get('packed'), filename)
+    meta, state_dict = unpack_format(checkpoint, CHECKPOINT_VERSION, 'BSF',
+                                     filename)
     table = checkpoint.get('layers')
     if not isinstance(table, dict):
         raise ValueError(f'{filename}: malformed BSF checkpoint: no layers table')
@@ -592,9 +588,7 @@ def decompress_bsf(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
         one = torch.ones(shape, dtype=dtype)
         state_dict[bank_key] = torch.where(signs, one, -one)
         state_dict[select_key] = select.long()
-    return {'meta': {k: v for k, v in meta.items()
-                     if k not in ('format', 'version')},
-            'state_dict': state_dict}
+    return {'meta': meta, 'state_dict': state_dict}
 
 
 __all__ = ['BSFConv', 'BSFGeometry', 'LayerBits', 'balanced_selection',

@@ -36,7 +36,8 @@ from typing import Dict, Mapping, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..utils.io import has_format, pack_tensors, unpack_tensors
+from ..utils.io import (has_format, pack_tensors, unpack_format,
+                        unpack_tensors)
 
 FORMAT = 'fsnet-int8'
 VERSION = 1
@@ -220,12 +221,7 @@ def decompress(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
         ValueError: the checkpoint is malformed; the message names the file
             and the first bad entry.
     """
-    meta = checkpoint['meta']
-    if meta.get('version') != VERSION:
-        raise ValueError(f'{filename}: int8 checkpoint version '
-                         f'{meta.get("version")!r}, this fsnet_mmdet reads '
-                         f'version {VERSION}')
-    state_dict = unpack_tensors(checkpoint.get('packed'), filename)
+    meta, state_dict = unpack_format(checkpoint, VERSION, 'int8', filename)
     scales = unpack_tensors(checkpoint.get('scales'), filename)
     entries = checkpoint.get('weights')
     if not isinstance(entries, dict):
@@ -254,9 +250,7 @@ def decompress(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
                              f'scales must be finite and >= 0, codes in '
                              f'[{-QMAX}, {QMAX}]')
         state_dict[key] = dequantize_per_channel(codes, scale, axis, dtype)
-    return {'meta': {k: v for k, v in meta.items()
-                     if k not in ('format', 'version')},
-            'state_dict': state_dict}
+    return {'meta': meta, 'state_dict': state_dict}
 
 
 def effective_params(num_params: int, quantized: int, channels: int) -> float:

@@ -27,7 +27,7 @@ from typing import Mapping, Tuple
 import torch
 from torch import Tensor
 
-from ..utils.io import has_format, pack_tensors, unpack_tensors
+from ..utils.io import has_format, pack_tensors, unpack_format
 
 LEVELS = 256
 FORMAT = 'fsnet-wq'
@@ -124,12 +124,8 @@ def decompress(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
         ValueError: the checkpoint is malformed; the message names the file
             and the first bad entry.
     """
-    meta = checkpoint['meta']
-    if meta.get('version') != VERSION:
-        raise ValueError(f'{filename}: compressed checkpoint version '
-                         f'{meta.get("version")!r}, this fsnet_mmdet reads '
-                         f'version {VERSION}')
-    state_dict = unpack_tensors(checkpoint.get('packed'), filename)
+    meta, state_dict = unpack_format(checkpoint, VERSION, 'compressed',
+                                     filename)
     for key, entry in checkpoint.get('summaries', {}).items():
         codes = state_dict.get(key)
         try:
@@ -142,7 +138,5 @@ def decompress(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
             raise ValueError(f'{filename}: malformed quantized summary {key!r}: '
                              f'needs uint8 codes and finite min <= max')
         state_dict[key] = dequantize(codes, lo, hi)
-    return {'meta': {k: v for k, v in meta.items()
-                     if k not in ('format', 'version')},
-            'state_dict': state_dict}
+    return {'meta': meta, 'state_dict': state_dict}
 

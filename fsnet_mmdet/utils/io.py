@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Mapping
+from typing import Any, Dict, Iterator, Mapping, Tuple
 
 import torch
 from torch import Tensor
@@ -114,6 +114,33 @@ def has_format(checkpoint: Any, name: str) -> bool:
     return (isinstance(checkpoint, dict)
             and isinstance(checkpoint.get('meta'), dict)
             and checkpoint['meta'].get('format') == name)
+
+
+def unpack_format(checkpoint: dict, version: int, what: str,
+                  filename: str) -> Tuple[dict, Dict[str, Tensor]]:
+    """The common start of reading a compressed checkpoint (WQ, int8, BSF).
+
+    Args:
+        checkpoint: a loaded checkpoint of the format (:func:`has_format`).
+        version: the format version this package reads.
+        what: the format's name in the error message (``'int8'``, ...).
+        filename: the file it came from, for error messages.
+
+    Returns:
+        Its metadata without ``format`` and ``version`` (that of the ordinary
+        checkpoint it stands for), and its ``packed`` tensors.
+
+    Raises:
+        ValueError: another version, or malformed packed tensors (names the
+            file).
+    """
+    meta = checkpoint['meta']
+    if meta.get('version') != version:
+        raise ValueError(f'{filename}: {what} checkpoint version '
+                         f'{meta.get("version")!r}, this fsnet_mmdet reads '
+                         f'version {version}')
+    plain = {k: v for k, v in meta.items() if k not in ('format', 'version')}
+    return plain, unpack_tensors(checkpoint.get('packed'), filename)
 
 
 def pack_tensors(tensors: Mapping[str, Tensor]) -> dict:
