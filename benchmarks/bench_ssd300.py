@@ -32,7 +32,7 @@ from timing import interleaved, med, spread  # noqa: E402
 
 import fsnet_mmdet  # noqa: E402,F401
 from fsnet_mmdet.conversion import fs_layers  # noqa: E402
-from fsnet_mmdet.layers.fsconv import count_params  # noqa: E402
+from fsnet_mmdet.layers.accounting import count_params  # noqa: E402
 from fsnet_mmdet.layers.wq import compress_state_dict  # noqa: E402
 from fsnet_mmdet.utils.io import save_atomic  # noqa: E402
 from fsnet_mmdet.tools.count_params import build_model_from_config  # noqa: E402

@@ -57,7 +57,7 @@ def measure(configs: Optional[Iterable[str]] = None) -> dict:
     from mmengine.logging import MMLogger
 
     import fsnet_mmdet  # noqa: F401  registers the FS models
-    from fsnet_mmdet.layers.fsconv import count_params
+    from fsnet_mmdet.layers.accounting import count_params
     from fsnet_mmdet.tools.count_params import build_model_from_config
 
     MMLogger.get_current_instance().setLevel('WARNING')

@@ -169,3 +169,25 @@ def slow_filters(summary, geometry):
     """The filters of ``summary`` at :func:`slow_positions`."""
     assert tuple(summary.shape) == tuple(geometry.summary_shape)
     return summary.reshape(-1)[slow_positions(geometry)]
+
+
+#: Named FSConv layers: against the loop filters in
+#: tests/layers/test_fsconv_properties.py (with random layers), against the
+#: CPU in tests/layers/test_cuda.py.
+FSCONV_CASES = [
+    # in, out, kernel, stride, padding, dilation, fs options
+    (8, 16, 3, 1, 1, 1, {}),
+    (3, 12, 3, 2, 1, 1, {}),                       # C = 3, not divisible by K3
+    (16, 32, 3, 1, 6, 6, {}),                      # dilated, like SSD's fc6
+    (16, 24, 1, 1, 0, 1, {}),                      # 1x1, ratio 8
+    (8, 6, (3, 5), (2, 1), (1, 2), (1, 2), {}),    # rectangular, mixed
+    (12, 20, 5, 1, 2, 1, {'sampling': (2, 5, 2)}),
+    (8, 8, 3, 1, 1, 1, {'strides': (1, 3, 4)}),
+    (16, 8, 1, 2, 0, 1, {'pointwise_ratio': 4}),
+    (8, 16, 7, 2, 3, 1, {'k3': 8}),
+    (8, 28, 3, 1, 1, 1, {}),                       # K1 = 1: stride 3 along it
+    (8, 28, 3, 1, 1, 1, {'self_wrap': True}),      # the same, wrapping onto itself
+    (8, 16, 3, 1, 1, 1, {'k3_scale': 2.0}),
+    (8, 24, 3, 1, 1, 1, {'interleave': 4}),       # box deltas of 6 anchors
+    (8, 28, 3, 1, 1, 1, {'interleave': 7}),       # 6 classes + bg, 4 anchors
+]

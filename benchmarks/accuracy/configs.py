@@ -95,7 +95,7 @@ def count(variant: Variant, work: str, data_root: str,
           state_dict: Optional[dict] = None):
     """ParamCounts of a variant's model (built from its generated config),
     with ``state_dict`` loaded (a DFSNet model counts as discretized)."""
-    from fsnet_mmdet.layers.fsconv import count_params
+    from fsnet_mmdet.layers.accounting import count_params
 
     return count_params(build(variant, work, data_root, state_dict))
 

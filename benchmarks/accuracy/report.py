@@ -7,19 +7,12 @@ import os
 import statistics
 from typing import List
 
+from fsnet_mmdet.models import PAPER_TABLE4
 from fsnet_mmdet.utils.io import (atomic_path, write_json_atomic,
                                  write_text_atomic)
 
 from .runner import LOSSES
 from .variants import Variant, method_of
-
-#: Paper Table 4 (parameters, VOC2007 test mAP %): shown on its own panel.
-PAPER_TABLE4 = {
-    'SSD300-BN': (26.32e6, 77.31), 'FSNet-1': (1.67e6, 67.60),
-    'FSNet-1-WQ': (0.45e6, 67.63), 'FSNet-2': (2.59e6, 70.14),
-    'FSNet-2-WQ': (0.68e6, 70.00),
-}
-
 
 def _mean_std(values: List[float]) -> tuple:
     return (statistics.mean(values),

@@ -127,7 +127,7 @@ def _run_trained(variant: Variant, seed: int, iters: int, run_dir: str,
                  data_root: str, log: str, what: str) -> dict:
     """Train, test (and quantize + test, or compress + test) one point."""
     from fsnet_mmdet.utils.io import save_atomic
-    from fsnet_mmdet.layers.fsconv import count_params
+    from fsnet_mmdet.layers.accounting import count_params
     import torch
 
     train_dir = os.path.join(run_dir, 'train')
@@ -154,10 +154,8 @@ def _run_trained(variant: Variant, seed: int, iters: int, run_dir: str,
                   bytes=save_atomic(state['state_dict'], fp32),
                   flops=count_flops(model))
     if is_bsf(variant):
-        from fsnet_mmdet.compression.bsf import count_bits
-        bits = count_bits(model)
         result.update(bytes_float=result['bytes'], bytes=os.path.getsize(tested),
-                      bits=bits, effective=bits / 32)
+                      bits=counts.bits, effective=counts.effective)
     if variant.fs:
         wq_config = write_config(os.path.join(run_dir, 'config_wq.py'),
                                  config_text(variant, seed, iters, data_root,
@@ -223,7 +221,7 @@ def source_run(source: Variant, seed: int, iters: int, work: str,
 def _run_int8(variant: Variant, seed: int, iters: int, run_dir: str,
               src: dict, log: str, what: str) -> dict:
     """int8 weights of the source's trained model, tested."""
-    from fsnet_mmdet.layers.fsconv import count_params
+    from fsnet_mmdet.layers.accounting import count_params
     from fsnet_mmdet.compression.int8 import effective_params, int8_weights
     from fsnet_mmdet.tools.baseline_checkpoints import quantize_int8_main
     from fsnet_mmdet.tools.count_params import build_model_from_config
@@ -253,7 +251,7 @@ def _run_int8(variant: Variant, seed: int, iters: int, run_dir: str,
 def _run_finetuned(variant: Variant, seed: int, iters: int, run_dir: str,
                    src: dict, finetune_iters: int, log: str, what: str) -> dict:
     """KSE or LRF of the source's trained model, fine-tuned, tested."""
-    from fsnet_mmdet.compression.structure import stored_params
+    from fsnet_mmdet.layers.accounting import count_params
     from fsnet_mmdet.utils.io import save_atomic
     from fsnet_mmdet.tools.compress import main as compress_main
     from fsnet_mmdet.tools.count_params import build_model_from_config
@@ -279,7 +277,9 @@ def _run_finetuned(variant: Variant, seed: int, iters: int, run_dir: str,
     state = torch.load(checkpoint, map_location='cpu', weights_only=False)
     model = build_model_from_config(config)
     model.load_state_dict(state['state_dict'])
-    params, bits = stored_params(model)
+    counts = count_params(model)
+    # float32 parameters: every bit beyond 32 per parameter is an index's.
+    params, bits = counts.stored, counts.bits - 32 * counts.stored
     fp32 = os.path.join(run_dir, 'weights_fp32.pth')
     result = dict(variant=variant.name, seed=seed, iters=iters,
                   finetune_iters=finetune_iters, widen=variant.widen,

@@ -142,7 +142,7 @@ DFS = [
 ]
 #: BSF points, (bank_size M, bank_channels d), every conv a BSFConv: their
 #: compressed checkpoints (tools/compress_bsf.py) hold about 118, 179 and
-#: 275 KB at the demo width, FS-WQ K3 x 1's 277 KB and below (count_bits:
+#: 275 KB at the demo width, FS-WQ K3 x 1's 277 KB and below (count_params' bits:
 #: 73.5, 139 and 211 KB; the file adds BatchNorm's statistics, 8- or 16-bit
 #: indices and the zip framing). (64, 16) is the layer's default.
 BSF_SIZES = ((64, 16), (256, 16), (1024, 8))

@@ -17,10 +17,8 @@ Importing it (as ``import fsnet_mmdet`` does) registers ``BSFConv`` and
 from .bsf import BSFConv
 from .kse import KSEConv, kse_from_conv2d, kse_indicator
 from .lrf import lrf_prune_channels, ssd300_channel_groups
-from .structure import (COMPRESSION_KEY, apply_compression, model_flops,
-                        stored_params)
+from .structure import COMPRESSION_KEY, apply_compression, model_flops
 
 __all__ = ['BSFConv', 'COMPRESSION_KEY', 'KSEConv', 'apply_compression',
            'kse_from_conv2d', 'kse_indicator',
-           'lrf_prune_channels', 'model_flops', 'ssd300_channel_groups',
-           'stored_params']
+           'lrf_prune_channels', 'model_flops', 'ssd300_channel_groups']

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from ..layers.accounting import Storage, StoredLayer, tensor_storage
 from ..layers.derived_weight import DerivedWeightMixin
 from ..utils.io import has_format, pack_tensors, unpack_format
 
@@ -222,7 +223,7 @@ def bsf_conv2d(x: Tensor, latent_bank: Tensor, select: Tensor, scale: Tensor,
 
 # --------------------------------------------------------------- the layer
 @MODELS.register_module('BSFConv')
-class BSFConv(DerivedWeightMixin, nn.Conv2d):
+class BSFConv(DerivedWeightMixin, StoredLayer, nn.Conv2d):
     """2D convolution with filters stacked from a bank of binary filters.
 
     Lan & Lan, AAAI 2021 (arXiv 2010.02778); the parametrisation is in the
@@ -342,11 +343,12 @@ class BSFConv(DerivedWeightMixin, nn.Conv2d):
                           self.forward_mode)
 
     # --------------------------------------------------------- accounting
-    def stored_params(self) -> int:
-        """Trained real parameters: latent bank, scales, bias (what
-        :func:`~fsnet_mmdet.layers.fsconv.count_params` counts; the stored bits are
-        :func:`layer_bits`)."""
-        return sum(p.numel() for p in self.parameters(recurse=False))
+    def storage(self) -> Storage:
+        """Parameters: the trained real tensors (latent bank, scales,
+        bias); bits: :func:`layer_bits` (one per bank sign, the selection
+        indices at ``ceil(log2 M)``, scales and bias as float32)."""
+        return Storage(tensor_storage(self.parameters(recurse=False)).params,
+                       layer_bits(self).total)
 
     # -------------------------------------------------------------- misc
     @classmethod
@@ -437,25 +439,6 @@ def layer_bits(layer: BSFConv) -> LayerBits:
     return LayerBits(layer.bank.numel(),
                      layer.out_channels * slices * index_bits(m),
                      32 * layer.scale.numel(), bias)
-
-
-def count_bits(model: nn.Module) -> int:
-    """Stored bits of a model's parameters, BSF layers counted exactly.
-
-    Every BSF layer counts :func:`layer_bits`; every other parameter its
-    dtype's bits (32 for float32). Buffers (BatchNorm statistics) are not
-    counted, as :func:`~fsnet_mmdet.layers.fsconv.count_params` does not count them.
-    """
-    total, seen = 0, set()
-    for module in model.modules():
-        if isinstance(module, BSFConv):
-            total += layer_bits(module).total
-            seen.update(id(p) for p in module.parameters(recurse=False))
-    for p in model.parameters():
-        if id(p) not in seen:
-            total += p.numel() * p.element_size() * 8
-            seen.add(id(p))
-    return total
 
 
 # ------------------------------------------------------ compressed checkpoint
@@ -593,6 +576,6 @@ def decompress_bsf(checkpoint: dict, filename: str = '<checkpoint>') -> dict:
 
 __all__ = ['BSFConv', 'BSFGeometry', 'LayerBits', 'balanced_selection',
            'binarize', 'bsf_conv2d', 'bsf_layers', 'bsf_weight',
-           'compress_bsf_state_dict', 'count_bits', 'decompress_bsf',
+           'compress_bsf_state_dict', 'decompress_bsf',
            'index_bits', 'index_dtype', 'is_bsf_checkpoint', 'layer_bits',
            'bsf_geometry', 'stm_conv2d']

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from ..layers.accounting import Storage, StoredLayer, tensor_storage
 from ..utils.modules import replace_module
 
 #: Neighbours of the kNN density (the authors' code: 5).
@@ -394,7 +395,7 @@ def shared_flops_saving(model: nn.Module,
 
 # -------------------------------------------------------------------- layer
 @MODELS.register_module('KSEConv')
-class KSEConv(nn.Conv2d):
+class KSEConv(StoredLayer, nn.Conv2d):
     """Conv2d whose 2D kernels are shared centroids, per input channel (KSE).
 
     Input channel c keeps ``q[c]`` centroid kernels (0: the channel is not
@@ -463,8 +464,7 @@ class KSEConv(nn.Conv2d):
         # Derived from q: never in a checkpoint.
         self.register_buffer('channels', torch.tensor(kept, device=device),
                              persistent=False)
-        # Row of each kept channel's first centroid ('offsets' would read as
-        # DFSNet's location table to count_params).
+        # Row of each kept channel's first centroid.
         self.register_buffer('first_rows', (torch.cumsum(kept_q, 0) - kept_q).to(
             device), persistent=False)
         self.register_buffer('clustered', torch.tensor(clustered, dtype=torch.long,
@@ -551,11 +551,11 @@ class KSEConv(nn.Conv2d):
         return self._conv_forward(x, self.kept_weight(), self.bias)
 
     # -------------------------------------------------------------- misc
-    def stored_params(self) -> int:
-        """Parameters: centroids and bias (what
-        :func:`~fsnet_mmdet.layers.fsconv.count_params` counts; the index bits are
-        in :meth:`params`)."""
-        return sum(p.numel() for p in self.parameters(recurse=False))
+    def storage(self) -> Storage:
+        """Its parameters (centroids, bias) as float, and the centroid
+        index bits of :meth:`params`."""
+        own = tensor_storage(self.parameters(recurse=False))
+        return Storage(own.params, own.bits + self.params().index_bits)
 
     def params(self) -> KSEParams:
         """What the layer stores (:class:`KSEParams`)."""

@@ -186,16 +186,6 @@ def resized_params(model: nn.Module, layers: Mapping[str, Mapping[str, int]]) ->
     return total
 
 
-# --------------------------------------------------------------- accounting
-def stored_params(model: nn.Module) -> Tuple[int, int]:
-    """``(parameters, index bits)`` of a model: every parameter tensor's
-    elements, and the KSE layers' centroid-index bits (0 without KSE)."""
-    from .kse import KSEConv
-    bits = sum(m.params().index_bits for m in model.modules()
-               if isinstance(m, KSEConv))
-    return sum(p.numel() for p in model.parameters()), bits
-
-
 def model_flops(model: nn.Module, image_size: Tuple[int, int] = (300, 300)) -> int:
     """FLOPs of one (1, 3, H, W) image through the model's ``forward`` in
     tensor mode (backbone, neck, head; no NMS), counted by
@@ -223,11 +213,5 @@ def model_flops(model: nn.Module, image_size: Tuple[int, int] = (300, 300)) -> i
         model.train(was_training)
 
 
-def effective(params: int, bits: int) -> float:
-    """fp32-equivalent parameters: parameters + index bits / 32."""
-    return params + bits / 32
-
-
 __all__ = ['COMPRESSION_KEY', 'METHODS', 'apply_compression', 'check_spec',
-           'effective', 'model_flops', 'resized',
-           'resized_params', 'stored_params']
+           'model_flops', 'resized', 'resized_params']

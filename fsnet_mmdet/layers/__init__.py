@@ -7,13 +7,17 @@
 * :mod:`.derived_weight`, :mod:`.summary`: a ``weight`` derived from other
   tensors; what every summary layer shares.
 * :mod:`.dfs`: DFSNet's learned filter locations.
-* :mod:`.fsconv`, :mod:`.fslinear`: the layers (and parameter counting).
+* :mod:`.fsconv`, :mod:`.fslinear`: the layers.
+* :mod:`.accounting`: what every layer type stores (parameters, bits).
 * :mod:`.wq`: 8-bit summaries and their compressed checkpoint format.
 """
+from .accounting import (LayerParams, ModelParams, Storage, StoredLayer,
+                         count_params, layer_params)
 from .dfs import DFSMixin
-from .fsconv import FSConv, LayerParams, ModelParams, count_params, layer_params
+from .fsconv import FSConv
 from .fslinear import FSLinear
 from .summary import SummaryWeightMixin
 
 __all__ = ['DFSMixin', 'FSConv', 'FSLinear', 'LayerParams', 'ModelParams',
-           'SummaryWeightMixin', 'count_params', 'layer_params']
+           'Storage', 'StoredLayer', 'SummaryWeightMixin', 'count_params',
+           'layer_params']

@@ -25,6 +25,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .accounting import Storage, table_storage, tensor_storage
 from .extraction import extract_filters
 from .geometry import positive_int
 
@@ -118,16 +119,6 @@ def relaxed_filters(summary: Tensor, index: Tensor,
     return (blocks * weights).sum(0)
 
 
-def location_params(layer: nn.Module) -> int:
-    """Parameters the layer's learned locations count for (DFSNet).
-
-    The ``offsets`` table holds one int8 per filter and summary axis; like the
-    8-bit summaries of WQ, a byte counts as a quarter of a parameter.
-    """
-    offsets = layer._buffers.get('offsets')
-    return 0 if offsets is None else -(-offsets.numel() // 4)
-
-
 class DFSMixin:
     """The DFSNet part of a summary layer (mixed into
     :class:`~fsnet_mmdet.layers.summary.SummaryWeightMixin`): the search's
@@ -180,6 +171,15 @@ class DFSMixin:
     def dfs_probs(self) -> Tensor:
         """(K, J) softmax of ``dfs_logits / dfs_temperature`` over the candidates."""
         return torch.softmax(self.dfs_logits / self.dfs_temperature, dim=1)
+
+    def _dfs_storage(self) -> Storage:
+        """What DFSNet adds to the layer's storage: the search's logits
+        while searching; after, the ``offsets`` table, one int8 per filter
+        and summary axis (a byte counts a quarter parameter, as WQ's)."""
+        if self.searching:
+            return tensor_storage([self.dfs_logits])
+        offsets = self._buffers.get('offsets')
+        return Storage(0, 0) if offsets is None else table_storage(offsets)
 
     @torch.no_grad()
     def discretize(self, offsets: Optional[Tensor] = None) -> Tensor:

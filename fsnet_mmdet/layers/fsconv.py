@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from mmengine.registry import MODELS
 from torch import Tensor, nn
@@ -11,7 +10,6 @@ from torch import Tensor, nn
 from .extraction import foldable
 from .geometry import FSGeometry, resolve_geometry, segment_stride
 from .index import filter_index, interleave_order, segment_index
-from .dfs import location_params
 from .summary import SummaryWeightMixin
 
 #: Filter banks from this size on reduce their gradient by blocks
@@ -187,84 +185,3 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                 f'grad_reduction={self.grad_reduction}'
                 + (f', interleave={g.interleave}' if g.interleave > 1 else '')
                 + self._dfs_repr() + (', wq=True' if self.wq else ''))
-
-
-# ----------------------------------------------------------------- accounting
-@dataclass(frozen=True)
-class ParamCounts:
-    """Parameter counts of a layer or a model.
-
-    Attributes:
-        dense: parameters with every FSConv made dense (weight + bias).
-        stored: parameters actually stored (summary + bias for FSConv).
-        summary: summary elements (0 for dense convs); the part WQ quantizes.
-    """
-
-    dense: int
-    stored: int
-    summary: int
-
-    @property
-    def ratio(self) -> float:
-        return self.dense / self.stored
-
-    @property
-    def effective_wq(self) -> float:
-        """Effective parameters with 8-bit summaries (a byte counts 1/4)."""
-        return self.stored - self.summary + self.summary / 4
-
-
-@dataclass(frozen=True)
-class LayerParams(ParamCounts):
-    """Parameter counts of one conv layer, named as in the model."""
-
-    name: str = ''
-
-
-@dataclass(frozen=True)
-class ModelParams(ParamCounts):
-    """Parameter counts of a model; non-conv parameters count in both totals."""
-
-    layers: List[LayerParams] = field(default_factory=list)
-
-
-def layer_params(name: str, layer: nn.Module) -> LayerParams:
-    """Parameter count of one conv (``nn.Conv2d``, :class:`FSConv`) or linear layer.
-
-    A layer with a ``stored_params()`` method (e.g.
-    :class:`~fsnet_mmdet.compression.bsf.BSFConv`) reports its own stored count.
-
-    A summary layer (:class:`FSConv`, :class:`~fsnet_mmdet.layers.fslinear.FSLinear`)
-    stores its summary and bias (and, with DFSNet, its location logits while
-    searching or its int8 location table after: :func:`location_params`); its
-    dense equivalent, weight and bias.
-    """
-    bias = layer.bias.numel() if layer.bias is not None else 0
-    if isinstance(layer, nn.Linear):
-        dense = layer.out_features * layer.in_features + bias
-    else:
-        dense = (layer.out_channels * layer.in_channels // layer.groups *
-                 math.prod(layer.kernel_size) + bias)
-    if isinstance(layer, SummaryWeightMixin):
-        logits = layer.dfs_logits.numel() if layer.searching else 0
-        return LayerParams(dense, layer.summary.numel() + bias + logits +
-                           location_params(layer), layer.summary.numel(),
-                           name=name)
-    if hasattr(layer, 'stored_params'):  # a layer that counts its own (BSFConv)
-        return LayerParams(dense, layer.stored_params(), 0, name=name)
-    return LayerParams(dense, dense, 0, name=name)
-
-
-def count_params(model: nn.Module) -> ModelParams:
-    """Dense-equivalent, stored and summary parameter counts of a model.
-
-    ``layers`` lists every conv and linear layer; other parameters (BN, ...)
-    count the same in both totals.
-    """
-    layers = [layer_params(n, m) for n, m in model.named_modules()
-              if isinstance(m, (nn.Conv2d, nn.Linear))]
-    stored = sum(p.numel() for p in model.parameters()) + sum(
-        location_params(m) for m in model.modules())
-    saved = sum(layer.dense - layer.stored for layer in layers)
-    return ModelParams(stored + saved, stored,
-                       sum(layer.summary for layer in layers), layers=layers)

@@ -20,6 +20,7 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
+from .accounting import Storage, StoredLayer, tensor_storage
 from .derived_weight import DerivedWeightMixin
 from .dfs import DFSMixin, relaxed_filters
 from .extraction import (GRAD_REDUCTIONS, extract_filters, project_filters,
@@ -52,7 +53,7 @@ def check_grad_reduction(grad_reduction: str) -> str:
     return grad_reduction
 
 
-class SummaryWeightMixin(DFSMixin, DerivedWeightMixin):
+class SummaryWeightMixin(DFSMixin, DerivedWeightMixin, StoredLayer):
     """A weight read from a summary by index; mixed in before the dense module.
 
     Initialization: ``weight`` returns a dense materialization of the weight,
@@ -115,6 +116,13 @@ class SummaryWeightMixin(DFSMixin, DerivedWeightMixin):
         self._fold = fold
         self._eval_cache = None
         self._reduction_cache = None  # (sparse Eq. 2 matrix, key) for training
+
+    def storage(self) -> Storage:
+        """The summary and bias, and DFSNet's logits or location table."""
+        own = tensor_storage([self.summary] + (
+            [self.bias] if self.bias is not None else []))
+        return Storage(own.params, own.bits,
+                       self.summary.numel()) + self._dfs_storage()
 
     def _layout(self) -> str:
         """The options that set the summary's shape, for error messages."""

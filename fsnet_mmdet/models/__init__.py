@@ -1,4 +1,4 @@
 from .fs_ssd_head import FSSSDHead
-from .fs_ssd_vgg import FSSSD300
+from .fs_ssd_vgg import PAPER_TABLE4, FSSSD300
 
-__all__ = ['FSSSD300', 'FSSSDHead']
+__all__ = ['FSSSD300', 'FSSSDHead', 'PAPER_TABLE4']

@@ -9,6 +9,15 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 
+#: The paper's Table 4 (parameters, VOC2007 test mAP %; the paper's numbers,
+#: not ours): SSD300 with BatchNorm, Tiny SSD, FSNet-1 and -2 with and
+#: without WQ. The demo's chart and the accuracy benchmark's plot show it.
+PAPER_TABLE4 = {
+    'SSD300-BN': (26.32e6, 77.31), 'Tiny SSD': (1.13e6, 61.3),
+    'FSNet-1': (1.67e6, 67.60), 'FSNet-1-WQ': (0.45e6, 67.63),
+    'FSNet-2': (2.59e6, 70.14), 'FSNet-2-WQ': (0.68e6, 70.00),
+}
+
 #: SSD300's six output levels (conv4_3, fc7 and the four extra layers).
 SSD300_LEVEL_CHANNELS = (512, 1024, 512, 256, 256, 256)
 

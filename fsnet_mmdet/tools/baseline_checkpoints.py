@@ -12,9 +12,9 @@ from typing import List, Optional, Tuple
 from mmengine.config import DictAction
 from torch import nn
 
-from ..compression.bsf import bsf_layers, compress_bsf_state_dict, count_bits
+from ..compression.bsf import bsf_layers, compress_bsf_state_dict
 from ..conversion.checkpoints import check_state_dict, plain_meta
-from ..layers.fsconv import count_params
+from ..layers.accounting import count_params
 from ..compression.int8 import (compress_state_dict, effective_params, int8_weights,
                     packed_bytes, checkpoint_payload_bytes)
 from ..utils.io import save_atomic
@@ -143,8 +143,8 @@ def compress_bsf_main(argv: Optional[List[str]] = None) -> None:
         model.state_dict(), layers,
         dict(meta, source=os.path.basename(args.checkpoint)))
     size = save(compressed, args.out)
-    bits = count_bits(model)
     report = count_params(model)
+    bits = report.bits
     print(f'{args.out}: {size:,} bytes (tensor payload '
           f'{packed_bytes(compressed["packed"]):,}); {len(layers)} BSF layers\n'
           f'stored bits {bits:,} ({bits / 8:,.0f} bytes, {bits / 32:,.0f} '

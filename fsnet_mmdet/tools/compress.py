@@ -61,10 +61,12 @@ def _build(cfg: Config) -> nn.Module:
 
 
 def _counts(model: nn.Module, image_size: Tuple[int, int]) -> dict:
-    from ..compression.structure import effective, model_flops, stored_params
-    params, bits = stored_params(model)
-    return dict(params=params, index_bits=bits,
-                effective_params=effective(params, bits),
+    from ..compression.structure import model_flops
+    from ..layers.accounting import count_params
+    counts = count_params(model)
+    # float32 parameters: every bit beyond 32 per parameter is an index's.
+    return dict(params=counts.stored, index_bits=counts.bits - 32 * counts.stored,
+                effective_params=counts.effective,
                 flops=model_flops(model, image_size))
 
 

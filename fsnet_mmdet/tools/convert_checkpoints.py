@@ -13,7 +13,7 @@ from ..engine.checkpoint import load_into, read_checkpoint
 from ..conversion.checkpoints import (check_state_dict, fs_layers, plain_meta,
                                       save_weights,
                                       project_state_dict, to_stock_ssd300)
-from ..layers.fsconv import count_params
+from ..layers.accounting import count_params
 from ..layers.wq import compress_state_dict
 from ..utils.io import save_atomic
 from . import one_line_errors

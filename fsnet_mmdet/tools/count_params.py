@@ -6,7 +6,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from torch import nn
 
-from ..layers.fsconv import ModelParams, count_params
+from ..layers.accounting import ModelParams, count_params
 
 
 def build_model_from_config(config: str,
@@ -35,6 +35,8 @@ def format_table(report: ModelParams, per_layer: bool = True) -> str:
                 f'stored {report.stored / 1e6:.2f}M, '
                 f'8-bit summaries (WQ, effective) '
                 f'{report.effective_wq / 1e6:.2f}M')
+    rows.append(f'stored bits {report.bits:,} (effective: bits / 32 = '
+                f'{report.effective / 1e6:.2f}M)')
     return '\n'.join(rows)
 
 

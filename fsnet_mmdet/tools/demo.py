@@ -31,14 +31,6 @@ BENCHMARK_DENSE = [
     ('docs/accuracy/iters{iters}-bf16/results.json', 'dense-as-fs-k3x1-bf16',
      'dense, thinned to the FS parameters, bf16 as the demo'),
 ]
-#: Paper Table 4 (parameters, VOC2007 test mAP), for the chart.
-PAPER_TABLE4 = {
-    'SSD300 (paper)': (26.32e6, 77.31), 'Tiny SSD (paper)': (1.13e6, 61.3),
-    'FSNet-1 (paper)': (1.67e6, 67.60), 'FSNet-1-WQ (paper)': (0.45e6, 67.63),
-    'FSNet-2 (paper)': (2.59e6, 70.14), 'FSNet-2-WQ (paper)': (0.68e6, 70.00),
-}
-
-
 def _data_options(data_root: str) -> List[str]:
     root = data_root.rstrip('/') + '/'
     return [f'train_dataloader.dataset.dataset.data_root={root}',
@@ -99,9 +91,11 @@ def _chart(rows: List[dict], out: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
+    from ..models import PAPER_TABLE4
     fig, (paper, demo) = plt.subplots(1, 2, figsize=(10, 4))
     panels = (
-        (paper, [(name, p, m, 'tab:gray') for name, (p, m) in PAPER_TABLE4.items()],
+        (paper, [(f'{name} (paper)', p, m, 'tab:gray')
+                 for name, (p, m) in PAPER_TABLE4.items()],
          'Paper Table 4: SSD300, VOC2007 test (paper\'s mAP)'),
         (demo, [(r['variant'], r['effective'], r['mAP'] * 100,
                  'tab:blue' if r['variant'].startswith('dense') else 'tab:red')
@@ -165,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from mmengine.config import Config
 
     from ..datasets.synthetic_voc import SyntheticVOCSpec, ensure_dataset
-    from ..layers.fsconv import count_params
+    from ..layers.accounting import count_params
     from ..conversion.checkpoints import save_weights
     from .count_params import build_model_from_config
 

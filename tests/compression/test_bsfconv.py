@@ -11,7 +11,7 @@ from torch import nn
 from conftest import ROOT, build_detector, load_config, run_tool, voc_batch
 from fsnet_mmdet import BSFConv, count_params
 from fsnet_mmdet.compression.bsf import (balanced_selection, binarize, bsf_weight,
-                                 compress_bsf_state_dict, count_bits,
+                                 compress_bsf_state_dict,
                                  decompress_bsf, index_bits, index_dtype,
                                  is_bsf_checkpoint, layer_bits,
                                  bsf_geometry, stm_conv2d)
@@ -240,8 +240,10 @@ def test_bits_and_params_counted_by_hand():
         8 * 8 * 9, 24 * 4 * 3, 32 * 24, 32 * 24)
     assert bits.total == 576 + 288 + 768 + 768
     model = nn.Sequential(layer, nn.BatchNorm2d(24), nn.Conv2d(24, 4, 1))
-    assert count_bits(model) == 2400 + 32 * 48 + 32 * (4 * 24 + 4)
     report = count_params(model)
+    assert report.bits == 2400 + 32 * 48 + 32 * (4 * 24 + 4)
+    assert report.effective == report.bits / 32
+    assert [layer.bits for layer in report.layers] == [2400, 32 * 100]
     assert report.dense == 24 * 32 * 9 + 24 + 48 + 100
     assert report.stored == (576 + 24 + 24) + 48 + 100
     assert [(p.name, p.dense, p.stored) for p in report.layers] == [
@@ -389,7 +391,8 @@ def test_bsf_detector_compressed_evaluates_through_tools_test(tmp_path):
     cfg = load_config(BSF_NARROW)
     model = build_detector(cfg)
     assert sum(isinstance(m, BSFConv) for m in model.modules()) == 35
-    report, bits = count_params(model), count_bits(model)
+    report = count_params(model)
+    bits = report.bits
     float_path = tmp_path / 'bsf.pth'
     torch.save({'meta': {'epoch': 1}, 'state_dict': model.state_dict()},
                float_path)
@@ -397,7 +400,7 @@ def test_bsf_detector_compressed_evaluates_through_tools_test(tmp_path):
     compress_bsf_main([str(BSF_NARROW), str(float_path), str(out)])
     ckpt = torch.load(out, weights_only=True)
     assert is_bsf_checkpoint(ckpt) and len(ckpt['layers']) == 35
-    # The file: the bank bits and uint8 indices of `count_bits` (an index
+    # The file: the bank bits and uint8 indices of `count_params` (an index
     # takes a byte, not ceil(log2 M) bits), float32 scales, biases, BN.
     bsf = [m for m in model.modules() if isinstance(m, BSFConv)]
     layer_bytes = sum(-(-m.bank.numel() // 8) + m.select.numel() for m in bsf)

@@ -286,7 +286,7 @@ def test_tool_kse_end_to_end(tmp_path, capsys):
     """tools/compress.py --method kse on the tiny dense SSD300-BN (random
     weights): config + checkpoint written; tools/test.py evaluates them."""
     from conftest import build_detector, load_config
-    from fsnet_mmdet.compression.structure import stored_params
+    from fsnet_mmdet.layers.accounting import count_params
     from fsnet_mmdet.tools.compress import main
 
     opts = dict(kv.split('=', 1) for kv in SMALL)
@@ -315,12 +315,13 @@ def test_tool_kse_end_to_end(tmp_path, capsys):
     named = {n: m for n, m in model.named_modules() if isinstance(m, KSEConv)}
     layers = list(named.values())
     assert len(layers) == 34  # every dense conv but conv1_1
-    params, bits = stored_params(model)
-    assert (params, bits) == (after['params'], after['index_bits'])
-    from fsnet_mmdet.layers.fsconv import count_params  # tools/count_params.py's table
-    counts = count_params(model)
+    counts = count_params(model)  # tools/count_params.py's table
     assert (counts.stored, counts.dense) == (after['params'], before['params'])
-    assert bits == sum(m.params().index_bits for m in layers) > 0
+    # Independent: every parameter's 32 bits and each layer's index bits.
+    bits = sum(m.params().index_bits for m in layers)
+    assert bits > 0 and after['index_bits'] == bits
+    assert counts.bits == 32 * sum(p.numel() for p in model.parameters()) + bits
+    assert after['effective_params'] == counts.effective == counts.stored + bits / 32
     # Fine-tuning: the detector's training loss on real images backpropagates
     # into the centroids (the index is a buffer); every centroid reaches an
     # output (which ones a given batch's loss reaches depends on its boxes).

@@ -11,7 +11,7 @@ import torch
 from conftest import build_detector, load_config, voc_batch
 from fsnet_mmdet import FSConv, FSLinear
 from fsnet_mmdet.layers.wq import quantize
-from test_fsconv import CASES
+from references import FSCONV_CASES as CASES
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs a CUDA device')

@@ -241,10 +241,13 @@ def test_prior_favours_the_grid_location():
 def test_counts_logits_while_searching_and_the_int8_table_after():
     layer = FSConv(8, 16, 3, dfs_radius=1)
     summary = layer.summary.numel()
-    assert count_params(layer).stored == summary + 16 + 16 * 7
+    searching = count_params(layer)
+    assert searching.stored == summary + 16 + 16 * 7
+    assert searching.bits == 32 * searching.stored
     layer.discretize()
     report = count_params(layer)
     assert report.stored == summary + 16 + math.ceil(16 * 3 / 4)
+    assert report.bits == 32 * (summary + 16) + 8 * 16 * 3  # the int8 table
     assert report.layers[0].stored == report.stored
     assert report.effective_wq == report.stored - summary + summary / 4
 

@@ -17,27 +17,6 @@ from fsnet_mmdet.layers.geometry import TABLE1_K3, default_k3, resolve_geometry
 from fsnet_mmdet.layers.index import filter_index, multiplicity
 from references import channel_of, slow_filters
 
-#: Named layers: against the loop filters in test_fsconv_properties.py
-#: (with random layers), against the CPU in test_cuda.py.
-CASES = [
-    # in, out, kernel, stride, padding, dilation, fs options
-    (8, 16, 3, 1, 1, 1, {}),
-    (3, 12, 3, 2, 1, 1, {}),                       # C = 3, not divisible by K3
-    (16, 32, 3, 1, 6, 6, {}),                      # dilated, like SSD's fc6
-    (16, 24, 1, 1, 0, 1, {}),                      # 1x1, ratio 8
-    (8, 6, (3, 5), (2, 1), (1, 2), (1, 2), {}),    # rectangular, mixed
-    (12, 20, 5, 1, 2, 1, {'sampling': (2, 5, 2)}),
-    (8, 8, 3, 1, 1, 1, {'strides': (1, 3, 4)}),
-    (16, 8, 1, 2, 0, 1, {'pointwise_ratio': 4}),
-    (8, 16, 7, 2, 3, 1, {'k3': 8}),
-    (8, 28, 3, 1, 1, 1, {}),                       # K1 = 1: stride 3 along it
-    (8, 28, 3, 1, 1, 1, {'self_wrap': True}),      # the same, wrapping onto itself
-    (8, 16, 3, 1, 1, 1, {'k3_scale': 2.0}),
-    (8, 24, 3, 1, 1, 1, {'interleave': 4}),       # box deltas of 6 anchors
-    (8, 28, 3, 1, 1, 1, {'interleave': 7}),       # 6 classes + bg, 4 anchors
-]
-
-
 @pytest.mark.parametrize('reduction,interleave', [('mean', 1), ('sum', 1),
                                                   ('mean', 4)])
 def test_gradient_is_eq2(reduction, interleave):
@@ -201,6 +180,33 @@ def test_count_params():
     assert report.dense == dense_fs3 + 128 + 520 + 4096
     assert report.summary == 4096 + 512
     assert report.effective_wq == report.stored - 0.75 * (4096 + 512)
+    # float32 throughout: 32 bits per stored parameter, per layer and in all.
+    assert [layer.bits for layer in report.layers] == [
+        32 * (4096 + 64), 32 * 520, 32 * 512]
+    assert report.bits == 32 * report.stored
+    assert report.effective == report.stored
+
+
+def test_count_params_is_the_sum_of_each_modules_storage():
+    """A layer type states what it stores (StoredLayer.storage); a module
+    that does not, its own parameters at their dtype's width; a buffer of
+    any name (e.g. 'offsets', DFSNet's table's) counts only where the layer
+    says so."""
+    from fsnet_mmdet.layers.accounting import Storage, StoredLayer
+
+    class Coded(StoredLayer, nn.Conv2d):  # stores 3 index bits per filter
+        def storage(self):
+            return Storage(self.bias.numel(), 32 * self.bias.numel() + 3 * 4)
+
+    plain = nn.Conv2d(2, 3, 1).half()
+    plain.register_buffer('offsets', torch.zeros(40, 2, dtype=torch.int8))
+    model = nn.Sequential(Coded(2, 4, 3), plain, nn.BatchNorm2d(3))
+    report = count_params(model)
+    assert [(layer.dense, layer.stored, layer.bits) for layer in report.layers] == [
+        (2 * 4 * 9 + 4, 4, 32 * 4 + 12), (9, 9, 16 * 9)]
+    assert (report.stored, report.bits) == (4 + 9 + 6, 140 + 144 + 32 * 6)
+    assert report.dense == report.stored + 72
+    assert report.effective == report.bits / 32
 
 
 @pytest.mark.parametrize('channels', [128, 256])

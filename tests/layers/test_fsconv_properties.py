@@ -13,7 +13,7 @@ from fsnet_mmdet.layers.extraction import fold_filter_grad, foldable, reduction_
 from fsnet_mmdet.layers.geometry import resolve_geometry
 from fsnet_mmdet.layers.index import filter_index, multiplicity
 from references import element_counts, slow_filters, slow_positions
-from test_fsconv import CASES
+from references import FSCONV_CASES as CASES
 
 
 def divisors(n):
