@@ -194,8 +194,11 @@ class Steps:
         return map_of(work)
 
 
-def teacher(det: Detector, work: str, data_root: str, iters: int) -> dict:
+def teacher(det: Detector, work: str, data_root: str, iters: int,
+            bn_batches: int = BN_BATCHES) -> dict:
     """Train and test the dense teacher once; its checkpoint stays in ``work``.
+    The projection is tested as is and with BatchNorm re-estimated on
+    ``bn_batches`` training batches.
     Without committed FS-from-scratch results, FS is also trained from
     scratch as long (seed 0): ``result['scratch']``."""
     run = os.path.join(work, 'teacher')
@@ -219,7 +222,8 @@ def teacher(det: Detector, work: str, data_root: str, iters: int) -> dict:
                   mAP=steps.test(cfg, ckpt, 'test'),
                   converted=steps.test(fs_cfg, converted, 'test_converted'))
     steps.tool('tools/convert.py', fs_cfg, ckpt, converted, '--recalibrate-bn',
-               str(BN_BATCHES))
+               str(bn_batches))
+    result['bn_batches'] = bn_batches
     result['converted_bn'] = steps.test(fs_cfg, converted, 'test_converted_bn')
     os.remove(converted)
     result.update(int8_row(run, cfg, ckpt))
@@ -247,7 +251,7 @@ def int8_row(run: str, cfg: str, ckpt: str) -> dict:
 def fs_params(det: 'Detector') -> int:
     """Stored parameters of the detector's FS model (the size KSE and LRF
     are compressed to)."""
-    from fsnet_mmdet.layers.fsconv import count_params
+    from fsnet_mmdet.layers.accounting import count_params
     from fsnet_mmdet.tools.count_params import build_model_from_config
     return count_params(build_model_from_config(det.fs)).stored
 
@@ -319,7 +323,8 @@ def hooks_text(base: str, reg: Optional[dict], teacher: Optional[dict]) -> str:
 def fsreg(det: Detector, work: str, data_root: str, teach: dict, method: str,
           extra: int,
           reg_fraction: float, seed: int,
-          recon_batches: int = RECON_BATCHES) -> dict:
+          recon_batches: int = RECON_BATCHES,
+          bn_batches: int = BN_BATCHES) -> dict:
     """The regularize -> project -> fine-tune path ``method`` (a key of
     :data:`METHODS`) with ``extra`` iterations in all."""
     run = os.path.join(work, f'{method}-extra{extra}', f'seed{seed}')
@@ -352,7 +357,7 @@ def fsreg(det: Detector, work: str, data_root: str, teach: dict, method: str,
     # The fine-tuning starts from the projection (reconstructed, for the
     # methods that do) with re-estimated BN.
     steps.tool('tools/convert.py', fs_cfg, source, projected,
-               '--recalibrate-bn', str(BN_BATCHES),
+               '--recalibrate-bn', str(bn_batches),
                *(['--reconstruct', str(recon_batches)] if m.reconstruct else []))
     result['projected_bn'] = steps.test(fs_cfg, projected, 'test_projected_bn')
     tune_cfg = config(os.path.join(run, 'tune.py'), det.finetune, data_root,
@@ -395,14 +400,14 @@ def cell(values: List[float]) -> str:
 
 def report(det: Detector, teach: dict, runs: List[dict],
            scratch: Dict[int, List[float]], command: str) -> str:
-    t = teach['iters']
+    t, bn = teach['iters'], teach.get('bn_batches', BN_BATCHES)
     lines = ['| model | total iterations | residual | mAP after projection '
              '| mAP | WQ | wall min / run |', '|---|---|---|---|---|---|---|',
              f'| teacher: {det.label} | {t} | | | {teach["mAP"]:.3f} | | '
              f'{teach["s_iter"] * t / 60:.0f} (training) |',
              f'| teacher projected by least squares (no training) | {t} | | '
              f'{teach["converted"]:.3f} | | | |',
-             f'| ... with BatchNorm re-estimated ({BN_BATCHES} batches, no '
+             f'| ... with BatchNorm re-estimated ({bn} batches, no '
              f'training) | {t} | | {teach["converted_bn"]:.3f} | | | |']
     if 'int8' in teach:
         lines.append(f'| teacher, int8 weights ({teach["bytes_int8"]:,} bytes; '
@@ -552,7 +557,9 @@ def main(argv: Optional[List[str]] = None) -> None:
           f'{len(args.extra) * len(args.seeds) * len(args.methods)} '
           f'compression runs; work in {work}',
           flush=True)
-    teach = teacher(det, work, data_root, args.teacher_iters)
+    # --quick: 8 training images, a re-estimate of BN on 2 batches of them.
+    bn_batches = 2 if args.quick else BN_BATCHES
+    teach = teacher(det, work, data_root, args.teacher_iters, bn_batches)
     print(f'teacher: mAP {teach["mAP"]:.3f}, projected without training '
           f'{teach["converted"]:.3f} (BN re-estimated '
           f'{teach["converted_bn"]:.3f})', flush=True)
@@ -575,7 +582,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             r = other(det, work, data_root, teach, method, extra, seed)
         else:
             r = fsreg(det, work, data_root, teach, method, extra,
-                      args.reg_fraction, seed, 1 if args.quick else RECON_BATCHES)
+                      args.reg_fraction, seed, 1 if args.quick else RECON_BATCHES,
+                      bn_batches)
         if fresh:
             done_s, done_iters = done_s + time.time() - t0, done_iters + extra
         runs.append(r)
