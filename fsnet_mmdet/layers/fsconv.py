@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
+import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
@@ -11,6 +12,7 @@ from .extraction import foldable
 from .geometry import FSGeometry, resolve_geometry, segment_stride
 from .index import filter_index, interleave_order, segment_index
 from .summary import SummaryWeightMixin
+from .summary_conv import choose_compute, scale_grad, summary_conv2d
 
 #: Filter banks from this size on reduce their gradient by blocks
 #: (:func:`fold_filter_grad`); smaller ones with one ``index_add_``, which
@@ -20,6 +22,10 @@ from .summary import SummaryWeightMixin
 FOLD_MIN_FILTER_ELEMENTS = 2**20
 #: Summary layouts: the paper's 3D block summary, or the later paper's 1D one.
 LAYOUTS = ('3d', '1d')
+#: How the forward computes the conv: ``'filters'`` (extract the dense bank,
+#: then ``F.conv2d``), ``'summary'`` (:func:`summary_conv2d`, from the
+#: summary), or ``'auto'`` (:func:`choose_compute`, per call).
+COMPUTES = ('auto', 'summary', 'filters')
 
 
 @MODELS.register_module('FSConv')
@@ -79,6 +85,18 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
         wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
             quantized to 8 bits (:func:`fsnet_mmdet.layers.wq.fake_quantize`);
             a compressed checkpoint round-trips unchanged.
+        compute: ``'filters'`` (default): extract the filters, then a dense
+            conv; ``'summary'``: the same conv computed from the summary
+            (:func:`~fsnet_mmdet.layers.summary_conv.summary_conv2d`: fewer
+            multiply-adds, equal up to float rounding, same gradients);
+            ``'auto'``: :func:`~fsnet_mmdet.layers.summary_conv.
+            choose_compute` per call, from the input size and device (a
+            trace, e.g. FLOP counting, takes the filters). Not possible with
+            ``layout='1d'`` nor for DFSNet while searching or once it moved
+            filters off the grid (``offsets``): ``'auto'`` takes the filters
+            there, ``'summary'`` raises. Not saved in checkpoints. The
+            default stays ``'filters'`` until benchmarks/bench_summary_conv.py
+            shows where the summary path is faster (issue 32).
     """
 
     def __init__(self,
@@ -106,7 +124,8 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                  dfs_radius: int = 0,
                  dfs_prior: float = 0.0,
                  grad_reduction: str = 'mean',
-                 wq: bool = False) -> None:
+                 wq: bool = False,
+                 compute: str = 'filters') -> None:
         if groups != 1:
             raise ValueError(f'FSConv supports groups=1 only, got groups={groups}')
         # nn.Conv2d sets up every attribute; its dense weight lives on the meta
@@ -122,6 +141,14 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
         if layout not in LAYOUTS:
             raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
         self.layout = layout
+        if compute not in COMPUTES:
+            raise ValueError(f'compute must be one of {COMPUTES}, got {compute!r}')
+        if compute == 'summary' and (layout != '3d' or dfs_radius):
+            raise ValueError(
+                f"compute='summary' needs the 3D layout of a grid summary; "
+                f"this layer has layout={layout!r}, dfs_radius={dfs_radius} "
+                f"(use compute='auto' or 'filters')")
+        self.compute = compute
         if layout == '3d':
             shape, index = self.geometry.summary_shape, filter_index(self.geometry)
             fold = (self.geometry if foldable(self.geometry) and
@@ -139,8 +166,60 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                            device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Convolve ``x`` (N, C, H, W) with the extracted filters."""
+        """Convolve ``x`` (N, C, H, W) with the extracted filters, or from
+        the summary (``compute``)."""
+        if self._computes_from_summary(x):
+            return self._summary_forward(x)
         return self._conv_forward(x, self._forward_weight(), self.bias)
+
+    def _computes_from_summary(self, x: Tensor) -> bool:
+        """Whether this call takes the summary path (``compute``)."""
+        if self.compute == 'summary':
+            blocker = self._summary_blocker()
+            if blocker:
+                raise RuntimeError(f"{type(self).__name__}(compute='summary') "
+                                   f"cannot compute from the summary: {blocker}; "
+                                   f"use compute='auto' or 'filters'")
+            return True
+        # A trace (FLOP counting, TorchScript) records the filters path:
+        # the summary path's stage 2 is a custom autograd Function.
+        return self.compute == 'auto' and not torch.jit.is_tracing() and choose_compute(
+            self.geometry, self.stride, self.dilation, tuple(x.shape[-2:]),
+            x.device.type) == 'summary' and self._summary_blocker() is None
+
+    def _summary_blocker(self) -> Optional[str]:
+        """Why the summary path cannot run now, or None."""
+        if self.layout != '3d':
+            return f'layout={self.layout!r} (only the 3D layout)'
+        if self.searching:
+            return 'the DFSNet search is running (dfs_radius > 0, not discretized)'
+        if self._on_grid is None:  # computed once per index
+            grid = filter_index(self.geometry).to(self.index.device, self.index.dtype)
+            self._on_grid = torch.equal(self.index, grid)
+        if not self._on_grid:
+            return 'DFSNet moved filters off the grid (the offsets buffer)'
+        return None
+
+    def _set_index(self, index: Tensor, fold: Optional[FSGeometry]) -> None:
+        super()._set_index(index, fold)
+        self._on_grid = None  # whether index is the grid's (DFSNet may move it)
+
+    def __setstate__(self, state: dict) -> None:
+        # A layer pickled before the compute option existed.
+        state.setdefault('compute', 'filters')
+        state.setdefault('_on_grid', None)
+        super().__setstate__(state)
+
+    def _summary_forward(self, x: Tensor) -> Tensor:
+        """The conv from the summary; the summary's gradient is Eq. 2's
+        sum, or its mean (``grad_reduction``) by :func:`scale_grad`."""
+        self._write_back()
+        summary = self.summary
+        if (self.grad_reduction == 'mean' and torch.is_grad_enabled()
+                and summary.requires_grad):
+            summary = scale_grad(summary, self.inv_multiplicity.view_as(summary))
+        return summary_conv2d(x, summary, self.geometry, self.bias, self.stride,
+                              self.padding, self.dilation, self.padding_mode)
 
     def _layout(self) -> str:
         g = self.geometry
@@ -184,4 +263,5 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                 f'summary={tuple(self.summary.shape)}, ratio={ratio:.2f}, '
                 f'grad_reduction={self.grad_reduction}'
                 + (f', interleave={g.interleave}' if g.interleave > 1 else '')
-                + self._dfs_repr() + (', wq=True' if self.wq else ''))
+                + self._dfs_repr() + (', wq=True' if self.wq else '')
+                + (f', compute={self.compute}' if self.compute != 'filters' else ''))

@@ -1,0 +1,481 @@
+"""An FS convolution computed from its summary, without the dense filter bank.
+
+Filter ``(k1, k2, k3)`` of an FS layer reads the summary ``M`` (Cm, Hm, Wm)
+at ``M[(k3 z + c) mod Cm, (k1 x + s1) mod Hm, (k2 y + s2) mod Wm]``
+(:func:`~fsnet_mmdet.layers.index.filter_index`). Its output at position
+``p`` is therefore::
+
+    y_(k1,k2,k3)(p)
+      = sum_(c,u,v) x_c(p*stride + (u, v)*dilation)
+                    * M[(k3 z + c) mod Cm, (k1 x + u) mod Hm, (k2 y + v) mod Wm]
+      = sum_(u,v) Z[k3, (k1 x + u) mod Hm, (k2 y + v) mod Wm](p*stride + (u, v)*dilation)
+
+with the *summary response*::
+
+    Z[k3, m, n](q) = sum_c x_c(q) * M[(k3 z + c) mod Cm, m, n]
+
+a 1x1 convolution with ``K3 * Hm * Wm = K * x * y`` outputs (stage 1). Stage 2
+adds, for each of the ``S1 * S2`` taps ``(u, v)``, one shifted slice of Z into
+the output; it has no multiplications. Per output pixel at stride 1 this is
+``C * K * x * y`` multiply-adds and ``S1 * S2 * K`` additions instead of the
+dense ``C * S1 * S2 * K`` multiply-adds (2.25x fewer multiply-adds for a 3x3
+kernel with the paper's x = y = 2). The result equals ``F.conv2d`` with the
+extracted filters up to float rounding (the sums are taken in another order).
+
+:func:`choose_compute` picks between this and the filters path
+(:class:`~fsnet_mmdet.layers.fsconv.FSConv`'s ``compute='auto'``);
+:func:`summary_macs` and :func:`filter_macs` count both.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import List, NamedTuple, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .geometry import FSGeometry
+
+#: ``choose_compute`` picks the summary path only if the filters path needs
+#: at least this many times its operations (multiply-adds plus additions).
+MIN_MAC_RATIO = 1.6
+#: ... and only for layers with at least this many input channels.
+MIN_CHANNELS = 256
+#: ... and only on these device types (where the summary path is tested).
+SUMMARY_DEVICE_TYPES = ('cpu', 'cuda')
+#: ``padding_mode`` values of ``nn.Conv2d``.
+PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular')
+
+IntPair = Union[int, Tuple[int, int]]
+Padding = Union[str, int, Tuple[int, int]]
+
+
+class MacCount(NamedTuple):
+    """Operation count of one conv path for one image.
+
+    Attributes:
+        macs: multiply-adds.
+        adds: additions without a multiplication (the summary path's stage 2).
+    """
+
+    macs: int
+    adds: int = 0
+
+    @property
+    def total(self) -> int:
+        """``macs + adds``: what :func:`choose_compute`'s ratio compares."""
+        return self.macs + self.adds
+
+
+class _Layout(NamedTuple):
+    """Where stage 1 runs and how padding is done, for one call's shapes."""
+
+    pads: Tuple[Tuple[int, int], Tuple[int, int]]  # ((top, bottom), (left, right))
+    out_hw: Tuple[int, int]
+    mode: str  # 'clip' (zeros), 'pad_input' or 'pad_summary' (other modes)
+    stage1_hw: Tuple[int, int]  # positions the 1x1 conv computes
+
+
+def _pair(name: str, value: IntPair) -> Tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise ValueError(f'{name} must be an int or a pair of ints, got {value!r}')
+    return pair
+
+
+def _pads(padding: Padding, kernel: Tuple[int, int], stride: Tuple[int, int],
+          dilation: Tuple[int, int]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """Per-axis (before, after) padding, as ``nn.Conv2d`` applies it."""
+    if padding == 'valid':
+        return ((0, 0), (0, 0))
+    if padding == 'same':
+        if stride != (1, 1):
+            raise ValueError("padding='same' is not supported for strided "
+                             "convolutions")
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be 'valid', 'same', an int or a pair "
+                         f"of ints, got {padding!r}")
+    return tuple((p, p) for p in _pair('padding', padding))
+
+
+def _layout(geometry: FSGeometry, in_hw: Tuple[int, int], stride: Tuple[int, int],
+            padding: Padding, dilation: Tuple[int, int],
+            padding_mode: str) -> _Layout:
+    """Output size, padding, and the positions stage 1 computes.
+
+    Only the input rows (columns) up to the last one a tap reads are used.
+    Zero padding is not materialized: taps that fall into it are clipped
+    (``'clip'``). Other modes pad the input before stage 1 (``'pad_input'``:
+    C channels copied, plus stage-1 multiply-adds on the border) or pad the
+    summary response after it (``'pad_summary'``: K x y channels copied),
+    whichever touches fewer elements, counting a copied element and a
+    multiply-add alike.
+    """
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f'padding_mode must be one of {PADDING_MODES}, got '
+                         f'{padding_mode!r}')
+    kernel = geometry.kernel_size
+    pads = _pads(padding, kernel, stride, dilation)
+    out, extent = [], []
+    for size, (lo, hi), k, s, d in zip(in_hw, pads, kernel, stride, dilation):
+        o = (size + lo + hi - d * (k - 1) - 1) // s + 1
+        if o < 1:
+            raise ValueError(f'input of size {tuple(in_hw)} (padded by {pads}) '
+                             f'is smaller than the kernel {kernel} at dilation '
+                             f'{dilation}')
+        out.append(o)
+        extent.append((o - 1) * s + d * (k - 1) + 1)  # padded positions read
+    if padding_mode == 'zeros':
+        used = tuple(max(1, min(size, e - lo))
+                     for size, e, (lo, _) in zip(in_hw, extent, pads))
+        return _Layout(pads, tuple(out), 'clip', used)
+    padded = math.prod(size + lo + hi for size, (lo, hi) in zip(in_hw, pads))
+    channels, responses = geometry.in_channels, _responses(geometry)
+    pad_input = (channels * padded + channels * responses * (
+        math.prod(extent) - math.prod(in_hw)) <= responses * padded)
+    if pad_input:
+        return _Layout(pads, tuple(out), 'pad_input', tuple(extent))
+    return _Layout(pads, tuple(out), 'pad_summary', tuple(in_hw))
+
+
+def _responses(geometry: FSGeometry) -> int:
+    """Stage 1's output channels, ``K3 * Hm * Wm = K * x * y``."""
+    return math.prod(geometry.summary_shape[1:]) * geometry.sampling[2]
+
+
+# ------------------------------------------------------------------ stage 2
+class _ShiftPlan(NamedTuple):
+    """The slices stage 2 adds, for one call's shapes (:func:`_shift_plan`)."""
+
+    split_z: Tuple[int, ...]   # Z's channels as (K1, x, K2, y, K3)
+    split_out: Tuple[int, ...]  # the output's channels as (K1, K2, K3)
+    z_hw: Tuple[int, int]
+    out_hw: Tuple[int, int]
+    copies: Tuple[tuple, ...]  # (dst, src) pairs that initialize the output
+    adds: Tuple[tuple, ...]    # (dst, src) pairs added onto it
+
+
+def _axis_taps(kernel: int, z_size: int, out_size: int, stride: int,
+               dilation: int, pad: int) -> List[Optional[Tuple[slice, slice]]]:
+    """Per tap: (output slice, Z slice) of the outputs whose input is in Z.
+
+    Output ``o`` of tap ``u`` reads Z at ``o * stride + u * dilation - pad``.
+    """
+    taps = []
+    for u in range(kernel):
+        offset = u * dilation - pad
+        first = max(0, -(offset // stride))
+        stop = min(out_size, (z_size - 1 - offset) // stride + 1)
+        if stop <= first:
+            taps.append(None)  # every output of this tap reads padding
+            continue
+        start = first * stride + offset
+        taps.append((slice(first, stop),
+                     slice(start, start + (stop - first - 1) * stride + 1, stride)))
+    return taps
+
+
+def _roll_blocks(count: int, shift: int) -> List[Tuple[slice, slice]]:
+    """(destination, source) slices of ``dst[i] = src[(i + shift) mod count]``."""
+    shift %= count
+    if not shift:
+        return [(slice(None), slice(None))]
+    return [(slice(0, count - shift), slice(shift, count)),
+            (slice(count - shift, count), slice(0, shift))]
+
+
+@lru_cache(maxsize=512)
+def _shift_plan(geometry: FSGeometry, z_hw: Tuple[int, int],
+                out_hw: Tuple[int, int], stride: Tuple[int, int],
+                dilation: Tuple[int, int], pads: Tuple[int, int]) -> _ShiftPlan:
+    """Stage 2 as slices of Z (N, K1, x, K2, y, K3, Hz, Wz) and of the output
+    (N, K1, K2, K3, Ho, Wo).
+
+    Tap ``(u, v)`` reads summary rows ``(k1 x + u) mod Hm = ((k1 + u // x)
+    mod K1) x + u mod x``: the row slice ``u mod x`` of Z, rolled by
+    ``u // x`` along K1 (at most two blocks), likewise for columns. The
+    first tap that covers every output pixel initializes the output
+    (``copies``); without one, the output starts at zero.
+    """
+    (k1, k2, k3), (x, y, _) = geometry.sampling, geometry.strides
+    s1, s2 = geometry.kernel_size
+    rows = _axis_taps(s1, z_hw[0], out_hw[0], stride[0], dilation[0], pads[0])
+    cols = _axis_taps(s2, z_hw[1], out_hw[1], stride[1], dilation[1], pads[1])
+    full_rows, full_cols = slice(0, out_hw[0]), slice(0, out_hw[1])
+    copies, adds = [], []
+    for u, row in enumerate(rows):
+        for v, col in enumerate(cols):
+            if row is None or col is None:
+                continue
+            ops = [((slice(None), d1, d2, slice(None), row[0], col[0]),
+                    (slice(None), r1, u % x, r2, v % y, slice(None), row[1], col[1]))
+                   for d1, r1 in _roll_blocks(k1, u // x)
+                   for d2, r2 in _roll_blocks(k2, v // y)]
+            if not copies and row[0] == full_rows and col[0] == full_cols:
+                copies = ops
+            else:
+                adds += ops
+    return _ShiftPlan((k1, x, k2, y, k3), (k1, k2, k3), tuple(z_hw),
+                      tuple(out_hw), tuple(copies), tuple(adds))
+
+
+def _memory_format(t: Tensor) -> torch.memory_format:
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
+            memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _accumulator(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision sums are taken in float32 (one rounding at the end)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _shift_add(z: Tensor, plan: _ShiftPlan) -> Tensor:
+    """Stage 2: the output (N, K1 K2 K3, Ho, Wo) in grid order, from Z."""
+    out = torch.empty((z.shape[0], math.prod(plan.split_out), *plan.out_hw),
+                      dtype=_accumulator(z.dtype), device=z.device,
+                      memory_format=_memory_format(z))
+    dst, src = out.unflatten(1, plan.split_out), z.unflatten(1, plan.split_z)
+    if not plan.copies:
+        out.zero_()
+    for d, s in plan.copies:
+        dst[d].copy_(src[s])
+    for d, s in plan.adds:
+        dst[d].add_(src[s])
+    return out.to(z.dtype)
+
+
+def _shift_add_adjoint(grad: Tensor, plan: _ShiftPlan) -> Tensor:
+    """The transpose of :func:`_shift_add`: Z's gradient from the output's."""
+    gz = torch.empty((grad.shape[0], math.prod(plan.split_z), *plan.z_hw),
+                     dtype=_accumulator(grad.dtype), device=grad.device,
+                     memory_format=_memory_format(grad)).zero_()
+    dst, src = gz.unflatten(1, plan.split_z), grad.unflatten(1, plan.split_out)
+    for d, s in plan.copies + plan.adds:
+        dst[s].add_(src[d])
+    return gz.to(grad.dtype)
+
+
+class _ShiftAdd(torch.autograd.Function):
+    """Stage 2 with its adjoint as backward (each the other's backward, so
+    gradients of any order). In-place adds on slices of one output buffer;
+    autograd's own handling of those (a full-size gradient copy per slice)
+    is avoided."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, plan: _ShiftPlan) -> Tensor:
+        ctx.plan = plan
+        return _shift_add(z, plan)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _ShiftAddAdjoint.apply(grad, ctx.plan), None
+
+
+class _ShiftAddAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad: Tensor, plan: _ShiftPlan) -> Tensor:
+        ctx.plan = plan
+        return _shift_add_adjoint(grad, plan)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _ShiftAdd.apply(grad, ctx.plan), None
+
+
+# ------------------------------------------------------------------ the op
+def summary_weight(summary: Tensor, geometry: FSGeometry) -> Tensor:
+    """Stage 1's 1x1 weight: ``W[(m, n, k3), c] = M[(k3 z + c) mod Cm, m, n]``.
+
+    Args:
+        summary: (Cm, Hm, Wm) summary M.
+        geometry: the layer's geometry (3D layout).
+
+    Returns:
+        (Hm * Wm * K3, C, 1, 1) weight; output channel ``(m * Wm + n) * K3 +
+        k3`` is the summary response ``Z[k3, m, n]``.
+    """
+    cm, hm, wm = geometry.summary_shape
+    k3, z, c = geometry.sampling[2], geometry.strides[2], geometry.in_channels
+    chan = (torch.arange(k3, device=summary.device).view(k3, 1) * z +
+            torch.arange(c, device=summary.device).view(1, c)) % cm
+    # (Hm, Wm, Cm) -> (Hm, Wm, K3 * C): one gather of the (small) weight.
+    weight = summary.permute(1, 2, 0).index_select(2, chan.reshape(-1))
+    return weight.reshape(hm * wm * k3, c, 1, 1)
+
+
+def summary_conv2d(x: Tensor, summary: Tensor, geometry: FSGeometry,
+                   bias: Optional[Tensor] = None, stride: IntPair = 1,
+                   padding: Padding = 0, dilation: IntPair = 1,
+                   padding_mode: str = 'zeros') -> Tensor:
+    """An FS convolution computed from its summary (module docstring).
+
+    Equals ``F.conv2d(pad(x), filters, bias, stride, 0, dilation)`` with
+    ``filters = summary.reshape(-1)[filter_index(geometry)]`` (any interleave;
+    ``pad`` as ``nn.Conv2d`` with ``padding_mode``), up to float rounding:
+
+    * stage 1: ``Z = conv1x1(x, summary_weight(summary, geometry))``, shape
+      (N, K1 x K2 y K3, H', W') over the input positions the taps read;
+    * stage 2: ``y_(k1,k2,k3)(p) = sum_(u,v) Z[k3, (k1 x + u) mod Hm,
+      (k2 y + v) mod Wm](p * stride + (u, v) * dilation)``, accumulated in
+      place into the output one (rolled, strided) slice of Z per tap;
+    * output channel ``o`` is grid filter ``interleave_order(K, g)[o]``;
+      then the bias.
+
+    Zero padding is not materialized (taps reading it are clipped); another
+    ``padding_mode`` pads x or Z, whichever is cheaper. Differentiable
+    w.r.t. ``x``, ``summary`` and ``bias``; the summary's gradient is the sum
+    over the filter elements that read each summary element (Eq. 2's
+    numerator, ``grad_reduction='sum'``; see :func:`scale_grad` for the mean).
+
+    Args:
+        x: (N, C, H, W) or (C, H, W) input.
+        summary: (Cm, Hm, Wm) summary, of x's dtype and device.
+        geometry: the layer's FSGeometry (3D layout).
+        bias: (K,) or None.
+        stride, padding, dilation, padding_mode: as ``nn.Conv2d``
+            (``padding`` also ``'valid'`` or ``'same'``).
+
+    Returns:
+        (N, K, Ho, Wo) output ((K, Ho, Wo) for an unbatched input).
+    """
+    if x.dim() == 3:
+        return summary_conv2d(x.unsqueeze(0), summary, geometry, bias, stride,
+                              padding, dilation, padding_mode).squeeze(0)
+    if tuple(summary.shape) != tuple(geometry.summary_shape):
+        raise ValueError(f'summary has shape {tuple(summary.shape)}, the '
+                         f'geometry {geometry.summary_shape}')
+    stride, dilation = _pair('stride', stride), _pair('dilation', dilation)
+    layout = _layout(geometry, tuple(x.shape[-2:]), stride, padding, dilation,
+                     padding_mode)
+    (top, bottom), (left, right) = layout.pads
+    h1, w1 = layout.stage1_hw
+    pads = (top, left)
+    if layout.mode == 'pad_input':
+        x = F.pad(x, (left, right, top, bottom), mode=padding_mode)
+        pads = (0, 0)
+    if x.shape[-2:] != (h1, w1) and layout.mode != 'pad_summary':
+        x = x[..., :h1, :w1]  # rows / columns no tap reads
+    z = F.conv2d(x, summary_weight(summary, geometry))
+    if layout.mode == 'pad_summary':
+        z = F.pad(z, (left, right, top, bottom), mode=padding_mode)
+        pads = (0, 0)
+    plan = _shift_plan(geometry, tuple(z.shape[-2:]), layout.out_hw, stride,
+                       dilation, pads)
+    out = _ShiftAdd.apply(z, plan)
+    g = geometry.interleave
+    if g > 1:  # output a * g + c is grid filter c * (K / g) + a
+        out = out.unflatten(1, (g, -1)).transpose(1, 2).flatten(1, 2)
+    if bias is not None:  # in place: keeps the dtype (autocast), no copy
+        out.add_(bias.view(1, -1, 1, 1))
+    return out
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(scale)
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (scale, ) = ctx.saved_tensors
+        return grad * scale, None
+
+
+def scale_grad(t: Tensor, scale: Tensor) -> Tensor:
+    """Identity forward; the backward multiplies the gradient by ``scale``.
+
+    With ``scale = inv_multiplicity`` (of the summary's shape) on the summary
+    given to :func:`summary_conv2d`, the summary's gradient is Eq. 2's mean
+    (``grad_reduction='mean'``) instead of the sum.
+
+    Args:
+        t: any tensor.
+        scale: a tensor of ``t``'s shape (not differentiated).
+    """
+    return _ScaleGrad.apply(t, scale)
+
+
+# ------------------------------------------------------------- accounting
+def filter_macs(geometry: FSGeometry, out_hw: Tuple[int, int]) -> MacCount:
+    """Multiply-adds of the filters path for one image: ``K C S1 S2`` per
+    output pixel, taps on padding included (as the usual FLOP counts). Not
+    counted: the per-call extraction of the filter bank (K C S1 S2 copies)
+    and the bias."""
+    return MacCount(math.prod(geometry.filter_shape) * math.prod(out_hw))
+
+
+def summary_macs(geometry: FSGeometry, in_hw: Tuple[int, int],
+                 out_hw: Tuple[int, int], stride: IntPair = 1, *,
+                 padding: Optional[Padding] = None, dilation: IntPair = 1,
+                 padding_mode: str = 'zeros') -> MacCount:
+    """Operations of :func:`summary_conv2d` for one image.
+
+    ``macs``: stage 1, ``C * K * x * y`` (= ``C * K3 * Hm * Wm``) per
+    position it runs on: with ``padding=None`` every input position
+    (``in_hw``); with the layer's ``padding`` the positions
+    :func:`summary_conv2d` computes (the input up to the last row / column a
+    tap reads; with a padding mode other than ``'zeros'`` that pads the input
+    first, the padded border too). ``adds``: stage 2, ``S1 * S2 * K`` per
+    output pixel, one addition per tap and filter, counting taps on zero
+    padding (which the implementation skips) and the first tap (which it
+    copies) like the others: an upper bound, like :func:`filter_macs`'s count
+    of taps on padding. Not counted: the per-call gather of stage 1's weight
+    (K x y C copies), the copies of padding modes other than zeros, the bias.
+
+    Args:
+        geometry: the layer's geometry.
+        in_hw: input (H, W).
+        out_hw: output (Ho, Wo).
+        stride: the conv's stride (with ``padding``: checks ``out_hw``).
+        padding: None, or the conv's padding.
+        dilation: the conv's dilation (with ``padding``).
+        padding_mode: the conv's padding mode (with ``padding``).
+    """
+    positions = tuple(in_hw)
+    if padding is not None:
+        layout = _layout(geometry, tuple(in_hw), _pair('stride', stride),
+                         padding, _pair('dilation', dilation), padding_mode)
+        if layout.out_hw != tuple(out_hw):
+            raise ValueError(f'out_hw={tuple(out_hw)} is not the output '
+                             f'{layout.out_hw} of this padding and stride')
+        positions = layout.stage1_hw
+    return MacCount(geometry.in_channels * _responses(geometry) * math.prod(positions),
+                    math.prod(geometry.kernel_size) * geometry.num_filters *
+                    math.prod(out_hw))
+
+
+def choose_compute(geometry: FSGeometry, stride: IntPair, dilation: IntPair,
+                   in_hw: Tuple[int, int], device_type: str) -> str:
+    """``'summary'`` or ``'filters'``: which path FSConv's ``compute='auto'`` runs.
+
+    ``'summary'`` only for a spatial kernel (S1 S2 > 1) at stride 1, with at
+    least :data:`MIN_CHANNELS` input channels, on a device type of
+    :data:`SUMMARY_DEVICE_TYPES`, where the filters path needs at least
+    :data:`MIN_MAC_RATIO` times the summary path's operations
+    (``MacCount.total``, multiply-adds plus additions) for a size-keeping
+    output (Ho, Wo) = (H, W). At stride 1 with such padding the ratio is
+    ``C S1 S2 / (C x y + S1 S2)``, independent of the input size and of
+    ``dilation``; both are inputs so that the rule can use them.
+
+    Args:
+        geometry: the layer's geometry.
+        stride: the conv's stride.
+        dilation: the conv's dilation (not used by the current rule).
+        in_hw: input (H, W).
+        device_type: e.g. ``'cpu'``, ``'cuda'``.
+    """
+    del dilation  # not used by the current rule
+    if (math.prod(geometry.kernel_size) == 1 or _pair('stride', stride) != (1, 1)
+            or geometry.in_channels < MIN_CHANNELS
+            or device_type not in SUMMARY_DEVICE_TYPES):
+        return 'filters'
+    ratio = (filter_macs(geometry, in_hw).total /
+             summary_macs(geometry, in_hw, in_hw).total)
+    return 'summary' if ratio >= MIN_MAC_RATIO else 'filters'

@@ -1,0 +1,445 @@
+"""The FS conv computed from its summary (layers/summary_conv.py) against
+independent references: ``F.conv2d`` with the extracted filters, and the
+equation by an explicit float64 loop over (k1, k2, k3, u, v); its gradients
+against FSConv's filters path (Eq. 2, mean and sum); FSConv's ``compute``
+option; the operation counts against hand counts from the geometry."""
+import copy
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fsnet_mmdet.layers.fsconv as fsconv_module
+from fsnet_mmdet import FSConv
+from fsnet_mmdet.layers.geometry import resolve_geometry
+from fsnet_mmdet.layers.index import filter_index
+from fsnet_mmdet.layers.summary_conv import (MIN_CHANNELS, MIN_MAC_RATIO,
+                                             _layout, choose_compute,
+                                             filter_macs, summary_conv2d,
+                                             summary_macs)
+from fsnet_mmdet.layers.wq import fake_quantize
+from references import channel_of
+
+#: (in, out, kernel, FS options): each case's geometry.
+GEOMETRIES = [
+    (8, 16, 3, {}),                                   # 3x3, K1 x K2 = 2 x 4
+    (12, 20, 5, {'sampling': (2, 5, 2)}),             # 5x5
+    (8, 12, (1, 3), {}),                              # 1x3
+    (3, 12, 3, {}),                                   # C = 3
+    (16, 24, 1, {}),                                  # 1x1, ratio 8
+    (8, 4, 3, {'sampling': (2, 1, 2), 'strides': (2, 3, 2)}),  # Cm = 4 < C
+    (8, 8, 3, {'strides': (1, 3, 4)}),                # x = 1, y = 3
+    (8, 24, 3, {'interleave': 4}),
+    (8, 28, 3, {'interleave': 7}),
+    (16, 64, 3, {'preset': 'fsnet1'}),
+    (16, 64, 3, {'preset': 'fsnet2'}),
+]
+#: (stride, padding, dilation, padding_mode) of the convs.
+SETTINGS = [
+    (1, 0, 1, 'zeros'),
+    (1, 1, 1, 'zeros'),
+    (2, 1, 1, 'zeros'),
+    (1, 2, 2, 'zeros'),
+    (2, 0, 2, 'zeros'),
+    ((2, 1), (1, 2), (1, 2), 'zeros'),
+    (1, 'same', 2, 'zeros'),
+    (2, 2, 1, 'reflect'),
+    (1, 1, 2, 'circular'),
+    (1, 1, 1, 'replicate'),
+]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def torch_pads(kernel, padding, dilation):
+    """((top, bottom), (left, right)) as nn.Conv2d pads."""
+    if padding == 'same':
+        totals = [d * (k - 1) for k, d in zip(kernel, _pair(dilation))]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    return tuple((p, p) for p in _pair(padding))
+
+
+def padded(x, kernel, padding, dilation, mode):
+    (top, bottom), (left, right) = torch_pads(kernel, padding, dilation)
+    return F.pad(x, (left, right, top, bottom),
+                 mode='constant' if mode == 'zeros' else mode)
+
+
+def dense_reference(x, summary, g, bias, stride, padding, dilation, mode):
+    """F.conv2d with the extracted filters, on the padded input."""
+    filters = summary.reshape(-1)[filter_index(g).long()]
+    return F.conv2d(padded(x, g.kernel_size, padding, dilation, mode),
+                    filters, bias, stride, 0, dilation)
+
+
+def loop_reference(x, summary, g, bias, stride, padding, dilation, mode):
+    """The equation, one (filter, tap) at a time, in float64::
+
+        y_(k1,k2,k3)(p) = sum_(u,v) sum_c x_c(p s + (u, v) d)
+                          * M[(k3 z + c) mod Cm, (k1 x + u) mod Hm, (k2 y + v) mod Wm]
+    """
+    xp = padded(x.double(), g.kernel_size, padding, dilation, mode)
+    m = summary.double()
+    (n1, n2, n3), (sx, sy, sz) = g.sampling, g.strides
+    cm, hm, wm = g.summary_shape
+    (s1, s2), (st1, st2), (d1, d2) = g.kernel_size, _pair(stride), _pair(dilation)
+    ho = (xp.shape[2] - d1 * (s1 - 1) - 1) // st1 + 1
+    wo = (xp.shape[3] - d2 * (s2 - 1) - 1) // st2 + 1
+    out = torch.zeros(x.shape[0], g.num_filters, ho, wo, dtype=torch.float64)
+    for k1, k2, k3 in itertools.product(range(n1), range(n2), range(n3)):
+        k = channel_of((k1 * n2 + k2) * n3 + k3, g)
+        chans = [(k3 * sz + c) % cm for c in range(g.in_channels)]
+        for u, v in itertools.product(range(s1), range(s2)):
+            w = m[chans, (k1 * sx + u) % hm, (k2 * sy + v) % wm]  # (C,)
+            patch = xp[:, :, u * d1:u * d1 + (ho - 1) * st1 + 1:st1,
+                       v * d2:v * d2 + (wo - 1) * st2 + 1:st2]
+            out[:, k] += torch.einsum('nchw,c->nhw', patch, w)
+    if bias is not None:
+        out += bias.double().view(1, -1, 1, 1)
+    return out
+
+
+def _geometry(cin, cout, kernel, opts):
+    kernel = _pair(kernel)
+    return resolve_geometry(cin, cout, kernel, **opts)
+
+
+@pytest.mark.parametrize('case', range(len(GEOMETRIES)))
+@pytest.mark.parametrize('setting', SETTINGS, ids=str)
+def test_equals_dense_conv_and_the_loop_float64(case, setting):
+    cin, cout, kernel, opts = GEOMETRIES[case]
+    g = _geometry(cin, cout, kernel, opts)
+    stride, padding, dilation, mode = setting
+    gen = torch.Generator().manual_seed(case)
+    x = torch.randn(2, cin, 9, 10, generator=gen, dtype=torch.float64)
+    summary = torch.randn(g.summary_shape, generator=gen, dtype=torch.float64)
+    bias = torch.randn(cout, generator=gen, dtype=torch.float64) if case % 2 else None
+    out = summary_conv2d(x, summary, g, bias, stride, padding, dilation, mode)
+    args = (x, summary, g, bias, stride, padding, dilation, mode)
+    torch.testing.assert_close(out, dense_reference(*args), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, loop_reference(*args), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('case', range(len(GEOMETRIES)))
+@pytest.mark.parametrize('with_bias', [False, True])
+def test_equals_dense_conv_float32(case, with_bias):
+    cin, cout, kernel, opts = GEOMETRIES[case]
+    g = _geometry(cin, cout, kernel, opts)
+    torch.manual_seed(case)
+    x, summary = torch.randn(2, cin, 11, 8), torch.randn(g.summary_shape)
+    bias = torch.randn(cout) if with_bias else None
+    for stride, padding, dilation, mode in SETTINGS[:3] + SETTINGS[-3:]:
+        args = (x, summary, g, bias, stride, padding, dilation, mode)
+        out = summary_conv2d(*args)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, dense_reference(*args), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(out.double(), loop_reference(*args),
+                                   rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('cin,cout,hw,strategy', [
+    (3, 12, (24, 20), 'pad_input'),     # 3 channels to copy, 48 responses
+    (64, 4, (9, 10), 'pad_summary'),    # 64 channels to copy, 16 responses
+])
+@pytest.mark.parametrize('setting', [(1, 1, 1), (2, 2, 1), ((1, 2), (2, 1), (2, 1))],
+                         ids=str)
+@pytest.mark.parametrize('mode', ['reflect', 'replicate', 'circular'])
+def test_padding_modes_pad_the_input_or_the_summary_response(
+        cin, cout, hw, strategy, setting, mode):
+    """Padding modes other than zeros pad x (before stage 1) or Z (after
+    it), whichever touches fewer elements: both against the references."""
+    stride, padding, dilation = setting
+    g = resolve_geometry(cin, cout, (3, 3))
+    assert _layout(g, hw, _pair(stride), padding, _pair(dilation), mode).mode == strategy
+    assert _layout(g, hw, _pair(stride), padding, _pair(dilation), 'zeros').mode == 'clip'
+    torch.manual_seed(0)
+    x = torch.randn(1, cin, *hw, dtype=torch.float64)
+    summary = torch.randn(g.summary_shape, dtype=torch.float64)
+    args = (x, summary, g, torch.randn(cout, dtype=torch.float64), stride,
+            padding, dilation, mode)
+    out = summary_conv2d(*args)
+    torch.testing.assert_close(out, dense_reference(*args), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, loop_reference(*args), rtol=1e-12, atol=1e-12)
+
+
+def test_unbatched_channels_last_and_autocast():
+    g = resolve_geometry(8, 16, (3, 3))
+    torch.manual_seed(0)
+    x, summary, bias = torch.randn(2, 8, 7, 6), torch.randn(g.summary_shape), torch.randn(16)
+    ref = dense_reference(x, summary, g, bias, 1, 1, 1, 'zeros')
+    torch.testing.assert_close(summary_conv2d(x[0], summary, g, bias, padding=1),
+                               ref[0], rtol=1e-5, atol=1e-5)
+    out = summary_conv2d(x.to(memory_format=torch.channels_last), summary, g,
+                         bias, padding=1)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        fast = summary_conv2d(x, summary, g, bias, padding=1)
+        dense = dense_reference(x, summary, g, bias, 1, 1, 1, 'zeros')
+    assert fast.dtype == dense.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), ref, rtol=0.05, atol=0.1)
+
+
+@pytest.mark.parametrize('setting', [(1, 1, 1, 'zeros'), (2, 2, 2, 'zeros'),
+                                     ((1, 2), 1, (2, 1), 'reflect'),
+                                     (1, 1, 1, 'circular')], ids=str)
+@pytest.mark.parametrize('opts', [{}, {'interleave': 4}], ids=str)
+def test_gradcheck_float64(setting, opts):
+    stride, padding, dilation, mode = setting
+    g = resolve_geometry(4, 8, (3, 3), **opts)
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    summary = torch.randn(g.summary_shape, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(8, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, summary, bias):
+        return summary_conv2d(x, summary, g, bias, stride, padding, dilation, mode)
+    assert torch.autograd.gradcheck(fn, (x, summary, bias))
+    if not opts:
+        assert torch.autograd.gradgradcheck(fn, (x, summary, bias))
+
+
+#: FSConv layers whose two paths' gradients are compared: (in, out, kernel,
+#: stride, padding, dilation, padding_mode, FS options).
+LAYERS = [
+    (8, 16, 3, 1, 1, 1, 'zeros', {}),
+    (8, 24, 3, 2, 1, 1, 'zeros', {'interleave': 4}),
+    (12, 20, 5, 1, 2, 2, 'reflect', {'sampling': (2, 5, 2)}),
+    (8, 12, (1, 3), 1, (0, 1), 1, 'circular', {}),
+    (16, 24, 1, 1, 0, 1, 'zeros', {}),
+    (8, 8, 3, 1, 1, 1, 'zeros', {'strides': (1, 3, 4)}),   # not foldable
+    (256, 512, 3, 1, 1, 1, 'zeros', {}),  # >= 2^20 filter elements: the fold
+]
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum'])
+@pytest.mark.parametrize('layer', LAYERS, ids=lambda v: str(v[:3]))
+def test_gradients_equal_the_filters_path(layer, reduction):
+    cin, cout, kernel, stride, padding, dilation, mode, opts = layer
+    torch.manual_seed(0)
+    filters = FSConv(cin, cout, kernel, stride, padding, dilation,
+                     padding_mode=mode, grad_reduction=reduction,
+                     compute='filters', **opts).double()
+    summary = copy.deepcopy(filters)
+    summary.compute = 'summary'
+    size = 5 if cin > 16 else 9
+    x = torch.randn(2, cin, size, size + 1, dtype=torch.float64)
+    outputs, grads = [], []
+    for conv in (filters, summary):
+        xi = x.clone().requires_grad_()
+        out = conv(xi)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)
+         ).sum().backward()
+        outputs.append(out)
+        grads.append((xi.grad, conv.summary.grad, conv.bias.grad))
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-10, atol=1e-10)
+    for got, expected in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_mean_is_the_sum_over_multiplicity():
+    """The two reductions differ by the multiplicity, on the summary path."""
+    torch.manual_seed(0)
+    conv = FSConv(8, 16, 3, padding=1, compute='summary').double()
+    x = torch.randn(1, 8, 6, 6, dtype=torch.float64)
+    grads = {}
+    for reduction in ('mean', 'sum'):
+        conv.grad_reduction, conv.summary.grad = reduction, None
+        conv(x).square().sum().backward()
+        grads[reduction] = conv.summary.grad.clone()
+    torch.testing.assert_close(grads['mean'], grads['sum'] * conv.inv_multiplicity.view(
+        conv.summary.shape))
+
+
+# ------------------------------------------------------------- FSConv option
+def test_compute_option_validation_and_repr():
+    with pytest.raises(ValueError, match=r"compute must be one of \('auto', "
+                       r"'summary', 'filters'\), got 'fast'"):
+        FSConv(8, 16, 3, compute='fast')
+    with pytest.raises(ValueError, match=r"compute='summary'.*layout='1d'"):
+        FSConv(8, 16, 3, layout='1d', compute='summary')
+    with pytest.raises(ValueError, match=r"compute='summary'.*dfs_radius=1"):
+        FSConv(8, 16, 3, dfs_radius=1, compute='summary')
+    assert FSConv(8, 16, 3).compute == 'filters'
+    assert 'compute' not in repr(FSConv(8, 16, 3))
+    assert 'compute=summary' in repr(FSConv(8, 16, 3, compute='summary'))
+    assert 'compute=auto' in repr(FSConv(8, 16, 3, compute='auto'))
+
+
+def test_summary_raises_once_dfs_moved_filters():
+    conv = FSConv(8, 16, 3, padding=1, compute='summary')
+    x = torch.randn(1, 8, 5, 5)
+    conv.discretize(torch.zeros(16, 3, dtype=torch.int8))  # still the grid
+    torch.testing.assert_close(conv(x), conv.to_conv2d()(x), rtol=1e-5, atol=1e-5)
+    offsets = torch.zeros(16, 3, dtype=torch.int8)
+    offsets[3, 1] = 1
+    conv.discretize(offsets)
+    with pytest.raises(RuntimeError, match=r"compute='summary'.*offsets"):
+        conv(x)
+    conv.compute = 'auto'
+    torch.testing.assert_close(conv(x), conv.to_conv2d()(x))
+
+
+@pytest.fixture
+def summary_calls(monkeypatch):
+    """How many times FSConv ran the summary path."""
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args[2])
+        return summary_conv2d(*args, **kwargs)
+    monkeypatch.setattr(fsconv_module, 'summary_conv2d', spy)
+    return calls
+
+
+@pytest.mark.parametrize('args,kwargs,expected', [
+    ((256, 256, 3), dict(padding=1), True),
+    ((256, 256, 3), dict(padding=1, dilation=2), True),
+    ((256, 256, 1), {}, False),                         # 1x1
+    ((256, 256, 3), dict(stride=2, padding=1), False),  # stride 2
+    ((128, 128, 3), dict(padding=1), False),            # small channels
+    ((256, 256, 3), dict(padding=1, layout='1d'), False),
+    ((256, 256, 3), dict(padding=1, dfs_radius=1), False),  # searching
+], ids=str)
+def test_auto_choice(args, kwargs, expected, summary_calls):
+    conv = FSConv(*args, **kwargs, compute='auto')
+    x = torch.randn(1, args[0], 6, 6)
+    with torch.no_grad():
+        out = conv(x)
+    assert bool(summary_calls) == expected
+    if not conv.searching:
+        torch.testing.assert_close(out, conv.to_conv2d()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_auto_traces_the_filters_path(summary_calls):
+    """A trace (mmengine's FLOP counter, TorchScript) cannot record the
+    summary path's autograd Function: 'auto' takes the filters there."""
+    conv = FSConv(256, 256, 3, padding=1, compute='auto').eval()
+    x = torch.randn(1, 256, 6, 6)
+    traced = torch.jit.trace(conv, x, check_trace=False)
+    assert not summary_calls
+    torch.testing.assert_close(traced(x), conv.to_conv2d()(x), rtol=1e-4, atol=1e-4)
+    assert len(summary_calls) == 0 and conv(x) is not None and len(summary_calls) == 1
+
+
+def test_auto_after_dfs_discretize(summary_calls):
+    conv = FSConv(256, 256, 3, padding=1, dfs_radius=1, compute='auto')
+    x = torch.randn(1, 256, 4, 4)
+    conv.discretize(torch.zeros(256, 3, dtype=torch.int8))
+    conv(x)
+    assert len(summary_calls) == 1   # on the grid: the summary path
+    offsets = torch.zeros(256, 3, dtype=torch.int8)
+    offsets[0, 2] = 1
+    conv.discretize(offsets)
+    conv(x)
+    assert len(summary_calls) == 1   # moved: the filters
+
+
+def test_choose_compute_rule():
+    def choice(cin, cout, kernel=(3, 3), stride=1, device='cpu', **opts):
+        g = resolve_geometry(cin, cout, kernel, **opts)
+        return choose_compute(g, stride, 1, (19, 19), device)
+    assert choice(MIN_CHANNELS, 256) == 'summary'
+    assert choice(MIN_CHANNELS - 1, 256, sampling=(16, 16, 1)) == 'filters'
+    assert choice(512, 512, (1, 1)) == 'filters'
+    assert choice(512, 512, stride=2) == 'filters'
+    assert choice(512, 512, stride=(1, 2)) == 'filters'
+    assert choice(512, 512, device='meta') == 'filters'
+    # x = y = 3 on a 3x3 kernel: no fewer multiply-adds (ratio C 9 / (C 9 + 9)).
+    assert choice(512, 512, strides=(3, 3, 64)) == 'filters'
+    # 1x3 kernel, x = 1, y = 2: ratio 3 C / (2 C + 3), about 1.5 < 1.6.
+    assert MIN_MAC_RATIO > 1.5 and choice(512, 512, (1, 3)) == 'filters'
+
+
+def test_state_dict_round_trip_between_compute_modes():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 7, 7)
+    modes = ('filters', 'summary', 'auto')
+    convs = {m: FSConv(8, 16, 3, padding=1, compute=m) for m in modes}
+    for conv in convs.values():
+        assert set(conv.state_dict()) == {'summary', 'bias'}  # as before
+    # A checkpoint of one mode loads strictly into another: bit for bit the
+    # output the source's weights give in the target's mode, and close to
+    # the source's own output.
+    for source, target in itertools.permutations(modes, 2):
+        convs[target].load_state_dict(convs[source].state_dict())
+        assert convs[target].compute == target
+        same_mode = copy.deepcopy(convs[source])
+        same_mode.compute = target
+        assert torch.equal(convs[target](x), same_mode(x))
+        torch.testing.assert_close(convs[target](x), convs[source](x),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_wq_summary_equals_wq_filters():
+    torch.manual_seed(0)
+    trained = FSConv(16, 32, 3, padding=1).double()
+    state = trained.state_dict()
+    x = torch.randn(2, 16, 6, 6, dtype=torch.float64)
+    outs = {}
+    for mode in ('filters', 'summary'):
+        conv = FSConv(16, 32, 3, padding=1, wq=True, compute=mode).double()
+        conv.load_state_dict(state)
+        assert torch.equal(conv.summary, fake_quantize(state['summary']))
+        outs[mode] = conv(x)
+    torch.testing.assert_close(outs['summary'], outs['filters'], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(outs['filters'], trained(x), rtol=1e-12, atol=1e-12)
+
+
+def test_from_conv2d_takes_the_option():
+    dense = torch.nn.Conv2d(8, 16, 3, padding=1)
+    fs = FSConv.from_conv2d(dense, compute='summary')
+    assert fs.compute == 'summary'
+    x = torch.randn(1, 8, 5, 5)
+    torch.testing.assert_close(fs(x), fs.to_conv2d()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_convert_to_fs_passes_the_option_through():
+    from fsnet_mmdet.conversion.modules import convert_to_fs
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1),
+                                torch.nn.Conv2d(16, 16, 3, padding=1))
+    convert_to_fs(model, conv=dict(compute='filters'),
+                  rules=[dict(pattern='1', compute='summary')])
+    assert (model[0].compute, model[1].compute) == ('filters', 'summary')
+    with pytest.raises(ValueError, match=r"fs_convert: 0 .*compute must be one of"):
+        convert_to_fs(torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3)),
+                      conv=dict(compute='fast'))
+
+
+# ------------------------------------------------------------------ counts
+@pytest.mark.parametrize('channels,k3,ratio', [(64, 4, 2.17), (512, 8, 2.24)])
+def test_macs_of_paper_layers(channels, k3, ratio):
+    """C -> C 3x3 at preset 'paper' (Table 1: K3), stride 1, 38 x 38, padding
+    1: K1 = K2 = sqrt(C / K3), x = y = 2, so Hm = 2 K1, Wm = 2 K2."""
+    g = resolve_geometry(channels, channels, (3, 3), preset='paper')
+    assert g.sampling[2] == k3 and g.strides[:2] == (2, 2)
+    k1 = math.isqrt(channels // k3)
+    hm = wm = 2 * k1
+    pixels = 38 * 38
+    dense = channels * 9 * channels * pixels
+    stage1 = channels * k3 * hm * wm * pixels
+    adds = 9 * channels * pixels
+    assert filter_macs(g, (38, 38)) == (dense, 0)
+    counts = summary_macs(g, (38, 38), (38, 38), 1, padding=1)
+    assert counts == (stage1, adds) == summary_macs(g, (38, 38), (38, 38))
+    assert round(dense / counts.total, 2) == ratio
+
+
+def test_macs_count_the_positions_stage1_runs_on():
+    g = resolve_geometry(8, 16, (3, 3))   # K x y = 64 responses
+    per = 8 * 64
+    # Stride 2, no padding, 10 x 10: output 4 x 4, the last input row read
+    # is 3 * 2 + 2 = 8, so stage 1 runs on 9 x 9 positions.
+    assert summary_macs(g, (10, 10), (4, 4), 2, padding=0) == (per * 81, 9 * 16 * 16)
+    # Zero padding is not materialized: 10 x 10 positions for 10 x 10.
+    assert summary_macs(g, (10, 10), (10, 10), 1, padding=1).macs == per * 100
+    # C = 3 reflect-pads its input first (3 channels copied instead of 48):
+    # stage 1 on the padded 12 x 12.
+    g3 = resolve_geometry(3, 12, (3, 3))
+    assert summary_macs(g3, (10, 10), (10, 10), padding=1,
+                        padding_mode='reflect').macs == 3 * 12 * 4 * 144
+    with pytest.raises(ValueError, match='out_hw'):
+        summary_macs(g, (10, 10), (9, 9), 1, padding=1)
