@@ -9,7 +9,7 @@ wall time of the dense ``nn.Conv2d``, FSConv ``compute='filters'`` and
 ``compute='summary'`` for the forward (eval mode, no gradient: the filters
 path reuses its cached bank) and the forward + backward (train mode, the
 input's gradient included), each FS path's speedup over the dense conv, and
-the path ``compute='auto'`` takes (``choose_compute``).
+the path ``compute='auto'`` takes in each (``choose_compute``).
 
     python benchmarks/bench_summary_conv.py [--batch 1] [--reps 10]
         [--device cpu] [--preset paper]
@@ -116,8 +116,10 @@ def measure(layer: Layer, batch: int, reps: int, device: str, preset: str) -> di
     return dict(layer=layer, macs=counts,
                 fwd={k: med(v) for k, v in fwd.items()},
                 step={k: med(v) for k, v in step.items()},
-                auto=choose_compute(g, layer.stride, layer.dilation, hw,
-                                    torch.device(device).type))
+                auto={mode: choose_compute(g, layer.stride, layer.dilation,
+                                           tuple(x.shape), torch.device(device).type,
+                                           training=mode == 'step')
+                      for mode in ('fwd', 'step')})
 
 
 HEADER = (f'{"layer":<13} {"C->K":>9} {"k/s/d":>6} {"HxW":>7} '
@@ -125,7 +127,7 @@ HEADER = (f'{"layer":<13} {"C->K":>9} {"k/s/d":>6} {"HxW":>7} '
           f'{"fwd dense ms":>12} {"filters":>8} {"summary":>8} '
           f'{"x filt":>6} {"x summ":>6} | '
           f'{"f+b dense ms":>12} {"filters":>8} {"summary":>8} '
-          f'{"x filt":>6} {"x summ":>6} | {"auto":>7}')
+          f'{"x filt":>6} {"x summ":>6} | {"auto fwd":>8} {"auto f+b":>8}')
 
 
 def format_row(row: dict) -> str:
@@ -142,7 +144,8 @@ def format_row(row: dict) -> str:
             f'{step["dense"] * 1e3:>12.3f} {step["filters"] * 1e3:>8.3f} '
             f'{step["summary"] * 1e3:>8.3f} '
             f'{step["dense"] / step["filters"]:>6.2f} '
-            f'{step["dense"] / step["summary"]:>6.2f} | {row["auto"]:>7}')
+            f'{step["dense"] / step["summary"]:>6.2f} | {row["auto"]["fwd"]:>8} '
+            f'{row["auto"]["step"]:>8}')
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:

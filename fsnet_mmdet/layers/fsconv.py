@@ -183,9 +183,13 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
             return True
         # A trace (FLOP counting, TorchScript) records the filters path:
         # the summary path's stage 2 is a custom autograd Function.
-        return self.compute == 'auto' and not torch.jit.is_tracing() and choose_compute(
-            self.geometry, self.stride, self.dilation, tuple(x.shape[-2:]),
-            x.device.type) == 'summary' and self._summary_blocker() is None
+        if self.compute != 'auto' or torch.jit.is_tracing():
+            return False
+        training = torch.is_grad_enabled() and (self.summary.requires_grad
+                                                or x.requires_grad)
+        return choose_compute(self.geometry, self.stride, self.dilation,
+                              tuple(x.shape), x.device.type,
+                              training) == 'summary' and self._summary_blocker() is None
 
     def _summary_blocker(self) -> Optional[str]:
         """Why the summary path cannot run now, or None."""

@@ -38,13 +38,26 @@ from torch import Tensor
 
 from .geometry import FSGeometry
 
-#: ``choose_compute`` picks the summary path only if the filters path needs
-#: at least this many times its operations (multiply-adds plus additions).
+#: ``choose_compute``'s rule, measured with benchmarks/bench_summary_conv.py
+#: on this project's 2-core CPU (SSD300's full-width layers, batch 1 and 8,
+#: docs/performance.md): the summary path was faster than the filters path
+#: for spatial stride-1 kernels with at least MIN_CHANNELS input channels
+#: whose summary response Z (N * K x y * H * W elements, stage 1's output)
+#: is mid-sized; slower on 1x1 and strided layers, on fewer channels, on
+#: small responses in eval (the S1 S2 slice additions' fixed cost) and on
+#: large ones (Z's memory traffic).
 MIN_MAC_RATIO = 1.6
-#: ... and only for layers with at least this many input channels.
-MIN_CHANNELS = 256
-#: ... and only on these device types (where the summary path is tested).
-SUMMARY_DEVICE_TYPES = ('cpu', 'cuda')
+#: ... with at least this many input channels,
+MIN_CHANNELS = 128
+#: ... in eval (no gradient) with dilation 1 and Z in this range,
+EVAL_RESPONSE_RANGE = (1_000_000, 8_000_000)
+#: ... in training (forward and backward) with Z up to this many elements,
+TRAIN_MAX_RESPONSE = 8_000_000
+#: ... or up to this many with at least WIDE_CHANNELS input channels,
+TRAIN_MAX_RESPONSE_WIDE = 50_000_000
+WIDE_CHANNELS = 256
+#: ... on these device types (measured; CUDA is not).
+SUMMARY_DEVICE_TYPES = ('cpu',)
 #: ``padding_mode`` values of ``nn.Conv2d``.
 PADDING_MODES = ('zeros', 'reflect', 'replicate', 'circular')
 
@@ -452,30 +465,49 @@ def summary_macs(geometry: FSGeometry, in_hw: Tuple[int, int],
 
 
 def choose_compute(geometry: FSGeometry, stride: IntPair, dilation: IntPair,
-                   in_hw: Tuple[int, int], device_type: str) -> str:
+                   input_shape: Tuple[int, ...], device_type: str,
+                   training: bool) -> str:
     """``'summary'`` or ``'filters'``: which path FSConv's ``compute='auto'`` runs.
 
-    ``'summary'`` only for a spatial kernel (S1 S2 > 1) at stride 1, with at
+    ``'summary'`` only for a spatial kernel (S1 S2 > 1) at stride 1 with at
     least :data:`MIN_CHANNELS` input channels, on a device type of
     :data:`SUMMARY_DEVICE_TYPES`, where the filters path needs at least
     :data:`MIN_MAC_RATIO` times the summary path's operations
-    (``MacCount.total``, multiply-adds plus additions) for a size-keeping
-    output (Ho, Wo) = (H, W). At stride 1 with such padding the ratio is
-    ``C S1 S2 / (C x y + S1 S2)``, independent of the input size and of
-    ``dilation``; both are inputs so that the rule can use them.
+    (``MacCount.total``) and the summary response Z has
+    ``N * K x y * H * W`` elements
+
+    * in eval (``training=False``): within :data:`EVAL_RESPONSE_RANGE`, at
+      dilation 1;
+    * in training: at most :data:`TRAIN_MAX_RESPONSE`, or
+      :data:`TRAIN_MAX_RESPONSE_WIDE` with at least :data:`WIDE_CHANNELS`
+      input channels.
+
+    The thresholds are this project's measurement (the constants' comment);
+    on another machine, run benchmarks/bench_summary_conv.py.
 
     Args:
         geometry: the layer's geometry.
         stride: the conv's stride.
-        dilation: the conv's dilation (not used by the current rule).
-        in_hw: input (H, W).
+        dilation: the conv's dilation.
+        input_shape: (N, C, H, W) or (C, H, W) of the input.
         device_type: e.g. ``'cpu'``, ``'cuda'``.
+        training: whether a gradient will flow (forward and backward).
     """
-    del dilation  # not used by the current rule
     if (math.prod(geometry.kernel_size) == 1 or _pair('stride', stride) != (1, 1)
             or geometry.in_channels < MIN_CHANNELS
             or device_type not in SUMMARY_DEVICE_TYPES):
         return 'filters'
+    in_hw = tuple(input_shape[-2:])
+    batch = input_shape[0] if len(input_shape) == 4 else 1
     ratio = (filter_macs(geometry, in_hw).total /
              summary_macs(geometry, in_hw, in_hw).total)
-    return 'summary' if ratio >= MIN_MAC_RATIO else 'filters'
+    if ratio < MIN_MAC_RATIO:
+        return 'filters'
+    response = batch * _responses(geometry) * math.prod(in_hw)
+    if training:
+        limit = (TRAIN_MAX_RESPONSE_WIDE if geometry.in_channels >= WIDE_CHANNELS
+                 else TRAIN_MAX_RESPONSE)
+        return 'summary' if response <= limit else 'filters'
+    low, high = EVAL_RESPONSE_RANGE
+    return ('summary' if _pair('dilation', dilation) == (1, 1)
+            and low <= response <= high else 'filters')

@@ -300,18 +300,29 @@ def summary_calls(monkeypatch):
     ((256, 256, 3), dict(padding=1, dilation=2), True),
     ((256, 256, 1), {}, False),                         # 1x1
     ((256, 256, 3), dict(stride=2, padding=1), False),  # stride 2
-    ((128, 128, 3), dict(padding=1), False),            # small channels
+    ((64, 64, 3), dict(padding=1), False),              # few channels
     ((256, 256, 3), dict(padding=1, layout='1d'), False),
     ((256, 256, 3), dict(padding=1, dfs_radius=1), False),  # searching
 ], ids=str)
 def test_auto_choice(args, kwargs, expected, summary_calls):
+    """In training (a gradient flows); eval's choice: test_auto_eval_*."""
     conv = FSConv(*args, **kwargs, compute='auto')
     x = torch.randn(1, args[0], 6, 6)
-    with torch.no_grad():
-        out = conv(x)
+    out = conv(x)
     assert bool(summary_calls) == expected
     if not conv.searching:
         torch.testing.assert_close(out, conv.to_conv2d()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_auto_eval_needs_a_mid_sized_response(summary_calls):
+    """Without a gradient the summary path needs Z of 1M to 8M elements:
+    512 -> 512 at 38x38 (Z 2048 x 1444); not at 6x6."""
+    conv = FSConv(512, 512, 3, padding=1, compute='auto')
+    with torch.no_grad():
+        conv(torch.randn(1, 512, 6, 6))
+        assert not summary_calls
+        out = conv(torch.randn(1, 512, 38, 38))
+    assert len(summary_calls) == 1 and out.shape == (1, 512, 38, 38)
 
 
 def test_auto_traces_the_filters_path(summary_calls):
@@ -338,15 +349,59 @@ def test_auto_after_dfs_discretize(summary_calls):
     assert len(summary_calls) == 1   # moved: the filters
 
 
+#: benchmarks/bench_summary_conv.py's SSD300 rows on this project's 2-core
+#: CPU (docs/performance.md): (C, K, dilation, H, batch, training, summary
+#: path / filters path speed, the rule's answer). The rule takes the summary
+#: path only where it was faster; it leaves some faster rows to the filters.
+MEASURED = [
+    (64, 64, 1, 300, 1, False, 0.35, 'filters'),
+    (128, 128, 1, 150, 1, False, 0.56, 'filters'),
+    (128, 256, 1, 75, 1, False, 1.30, 'summary'),
+    (256, 256, 1, 75, 1, False, 1.42, 'summary'),
+    (256, 512, 1, 38, 1, False, 1.31, 'summary'),
+    (512, 512, 1, 38, 1, False, 1.56, 'summary'),
+    (512, 512, 1, 19, 1, False, 0.93, 'filters'),
+    (512, 1024, 6, 19, 1, False, 0.68, 'filters'),
+    (128, 256, 1, 75, 8, False, 0.69, 'filters'),
+    (256, 256, 1, 75, 8, False, 0.96, 'filters'),
+    (256, 512, 1, 38, 8, False, 0.96, 'filters'),
+    (512, 512, 1, 38, 8, False, 1.23, 'filters'),
+    (512, 512, 1, 19, 8, False, 1.66, 'summary'),
+    (512, 1024, 6, 19, 8, False, 0.81, 'filters'),
+    (128, 128, 1, 150, 1, True, 0.75, 'filters'),
+    (128, 256, 1, 75, 1, True, 1.49, 'summary'),
+    (256, 256, 1, 75, 1, True, 1.16, 'summary'),
+    (512, 512, 1, 38, 1, True, 1.95, 'summary'),
+    (512, 512, 1, 19, 1, True, 1.62, 'summary'),
+    (512, 1024, 6, 19, 1, True, 1.45, 'summary'),
+    (128, 256, 1, 75, 8, True, 0.84, 'filters'),
+    (256, 256, 1, 75, 8, True, 1.15, 'summary'),
+    (256, 512, 1, 38, 8, True, 1.16, 'summary'),
+    (512, 512, 1, 19, 8, True, 1.90, 'summary'),
+    (512, 1024, 6, 19, 8, True, 1.01, 'summary'),
+]
+
+
+@pytest.mark.parametrize('cin,cout,dil,size,batch,training,speed,expected',
+                         MEASURED, ids=str)
+def test_choose_compute_follows_the_measurement(cin, cout, dil, size, batch,
+                                                training, speed, expected):
+    g = resolve_geometry(cin, cout, (3, 3))
+    answer = choose_compute(g, 1, dil, (batch, cin, size, size), 'cpu', training)
+    assert answer == expected
+    assert answer == 'filters' or speed > 1  # never where it was slower
+
+
 def test_choose_compute_rule():
     def choice(cin, cout, kernel=(3, 3), stride=1, device='cpu', **opts):
         g = resolve_geometry(cin, cout, kernel, **opts)
-        return choose_compute(g, stride, 1, (19, 19), device)
+        return choose_compute(g, stride, 1, (1, cin, 19, 19), device, True)
     assert choice(MIN_CHANNELS, 256) == 'summary'
     assert choice(MIN_CHANNELS - 1, 256, sampling=(16, 16, 1)) == 'filters'
     assert choice(512, 512, (1, 1)) == 'filters'
     assert choice(512, 512, stride=2) == 'filters'
     assert choice(512, 512, stride=(1, 2)) == 'filters'
+    assert choice(512, 512, device='cuda') == 'filters'  # not measured
     assert choice(512, 512, device='meta') == 'filters'
     # x = y = 3 on a 3x3 kernel: no fewer multiply-adds (ratio C 9 / (C 9 + 9)).
     assert choice(512, 512, strides=(3, 3, 64)) == 'filters'
