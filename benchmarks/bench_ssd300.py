@@ -10,6 +10,8 @@ compressed); prints every ratio FS / dense.
     python benchmarks/bench_ssd300.py [--device cpu|cuda] [--batch N] [--reps N]
     python benchmarks/bench_ssd300.py --widen 0.25   # the demo's width
     python benchmarks/bench_ssd300.py --widen 0.25 --dfs   # + DFSNet searching
+    python benchmarks/bench_ssd300.py --models dense fsnet1 --compute auto
+        # + FSNet-1 with every FSConv computing per compute='auto'
 
 At ``--widen W`` below 1 every layer is W times as wide and the FS model is the
 demo's (``preset='paper'``: the ``fsnet1`` / ``fsnet2`` presets list the
@@ -47,6 +49,12 @@ LABELS = {'dense': 'dense SSD300-BN', 'fsnet1': 'FSNet-1', 'fsnet2': 'FSNet-2',
           'fs': 'FS (demo)', 'dfs': 'DFS searching'}
 
 
+def label(name: str) -> str:
+    """``'fsnet1+auto'``: FSNet-1 with ``compute='auto'``."""
+    base, _, compute = name.partition('+')
+    return LABELS[base] + (f' {compute}' if compute else '')
+
+
 def model_configs(widen: float, dfs: bool = False) -> Dict[str, Tuple[str, dict]]:
     """Model name -> (config, cfg options) at width ``widen``; with ``dfs``
     also the DFSNet model (searching) of the FS one."""
@@ -78,10 +86,16 @@ def build(name: str, device: str, widen: float = 1.0):
     from mmengine.logging import MMLogger
 
     MMLogger.get_current_instance().setLevel('WARNING')  # no init report
+    from fsnet_mmdet import FSConv
+
     torch.manual_seed(0)
-    config, options = model_configs(widen, dfs=name == 'dfs')[name]
+    base, _, compute = name.partition('+')
+    config, options = model_configs(widen, dfs=base == 'dfs')[base]
     model = build_model_from_config(os.path.join(ROOT, config), options)
     model.init_weights()
+    for module in model.modules():  # 'fsnet1+auto': FSConv(compute='auto')
+        if compute and isinstance(module, FSConv):
+            module.compute = compute
     return model.to(device)
 
 
@@ -192,6 +206,11 @@ def main() -> None:
                         'demo: 0.25)')
     parser.add_argument('--dfs', action='store_true',
                         help='also time the DFSNet model while it searches')
+    parser.add_argument('--models', nargs='+', default=None,
+                        help='a subset of the models (default: all)')
+    parser.add_argument('--compute', choices=('summary', 'auto'),
+                        help="also time each FS model with every FSConv's "
+                        "compute set to this (the others: 'filters')")
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 0 < args.widen <= 1:
@@ -205,7 +224,12 @@ def main() -> None:
     print(f'device: {device_name}; torch {torch.__version__}; width '
           f'{args.widen:g}; training batch {batch}; {args.reps} interleaved '
           f'repetitions (median, spread)')
-    names = list(model_configs(args.widen, args.dfs))
+    names = [n for n in model_configs(args.widen, args.dfs)
+             if args.models is None or n in args.models]
+    if 'dense' not in names:
+        parser.error('--models must include dense (every ratio is to it)')
+    if args.compute:
+        names += [f'{n}+{args.compute}' for n in names if n not in ('dense', 'dfs')]
     fs_names = [n for n in names if n != 'dense']
     models = {name: build(name, args.device, args.widen) for name in names}
     inputs, samples = synthetic_batch(batch, args.device)
@@ -223,8 +247,8 @@ def main() -> None:
         device=args.device)
 
     print(f'\n{"measurement":<22} '
-          + ' '.join(f'{LABELS[n]:>16}' for n in names) + ' '
-          + ' '.join(f'{LABELS[n] + "/dense":>14}' for n in fs_names))
+          + ' '.join(f'{label(n):>16}' for n in names) + ' '
+          + ' '.join(f'{label(n) + "/dense":>14}' for n in fs_names))
     for what, times in rows.items():
         cells = [f'{med(times[n]) * 1e3:9.1f} ms ±{spread(times[n]):3.0%}'
                  for n in names]
@@ -239,7 +263,9 @@ def main() -> None:
 
     # A searching DFSNet model's checkpoint is not the product: after
     # discretize() it is the FS model's plus a small int8 table.
-    models = {n: build(n, 'cpu', args.widen) for n in names if n != 'dfs'}
+    # compute= does not change a checkpoint.
+    models = {n: build(n, 'cpu', args.widen) for n in names
+              if n != 'dfs' and '+' not in n}
     sizes = checkpoint_bytes(models)
     reports = {n: count_params(m) for n, m in models.items()}
     print('\ncheckpoint (state dict)      bytes   params (effective)   '
