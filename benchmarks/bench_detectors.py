@@ -103,6 +103,13 @@ VARIANTS: Dict[str, tuple] = {
     'fs-nogn': ('FS, no GN in the head', True, _NO_GN),
     'fs-nogn-grid': ('FS, no GN in the head, grid order', True,
                      dict(_NO_GN, **_GRID)),
+    # Where FS costs accuracy: one part of the model left dense.
+    'fs-dense-backbone': ('FS, backbone left dense', True,
+                          dict(fs_convert=dict(exclude=['backbone.*']))),
+    'fs-dense-neck': ('FS, neck left dense', True,
+                      dict(fs_convert=dict(exclude=['neck.*']))),
+    'fs-dense-head': ('FS, head left dense', True,
+                      dict(fs_convert=dict(exclude=['bbox_head.*']))),
 }
 MAIN = ('dense', 'fs', 'thin')
 

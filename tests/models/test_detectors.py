@@ -127,3 +127,19 @@ def test_readme_and_docs_tables_are_the_benchmarks_results():
                 if line.startswith(detectors)]
         assert rows, page
         assert all(row in lines for row in rows), page
+
+
+@pytest.mark.parametrize('part', ['backbone', 'neck', 'bbox_head'])
+def test_one_part_left_dense_variants(tmp_path, part):
+    """bench_detectors' fs-dense-<part>: that part keeps every plain conv,
+    the others are FS as in the fs variant."""
+    bench = _bench()
+    variant = 'fs-dense-' + ('head' if part == 'bbox_head' else part)
+    text = bench.config_text(bench.DETECTORS['retinanet'], variant, 0, 20,
+                             str(tmp_path))
+    path = tmp_path / 'variant.py'
+    path.write_text(text)
+    model = build_detector(load_config(path))
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert convs and all(isinstance(m, FSConv) != n.startswith(part + '.')
+                         for n, m in convs.items())
