@@ -12,6 +12,7 @@ read back from its ``result.json``. One benchmark at a time on the 2 cores.
     python benchmarks/bench_detectors.py --detectors retinanet --seeds 0 \\
         --variants dense fs thin
     python benchmarks/bench_detectors.py --report-only   # table and plot
+    python benchmarks/bench_detectors.py --speed   # s / iter side by side
 
 Writes ``<work-dir>/<detector>/<variant>/seed<N>/result.json`` and, from all
 finished runs, ``docs/accuracy/detectors/{results.md,results.json,
@@ -218,6 +219,67 @@ def run_one(detector: Detector, variant: str, seed: int, iters: int,
     return result
 
 
+# ------------------------------------------------------------------- speed
+def speed(detectors: List[str], data_root: str, reps: int, docs: str) -> str:
+    """FS / dense seconds per training iteration, side by side in one process.
+
+    For each detector: its dense and FS models built from the runs' configs
+    (seed 0), their recipe's optimizer wrapper (bfloat16 autocast, AdamW),
+    one training batch of the demo data through the recipe's pipeline (8
+    images), and ``model.train_step(batch, optim_wrapper)`` (what the
+    Runner's loop runs per iteration, without the data loading) timed
+    interleaved ``reps`` times after 2 warm-up steps each; the median and
+    the ratio. Writes ``<docs>/speed.md``.
+    """
+    import tempfile
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    from mmdet.registry import MODELS
+
+    from benchmarks.timing import interleaved, med, spread
+
+    lines = ['| detector | dense s / iter | FS s / iter | FS / dense | '
+             'spread dense, FS |', '|---|---|---|---|---|']
+    with tempfile.TemporaryDirectory() as tmp:
+        for det in detectors:
+            steps, cfg = {}, None
+            for variant in ('dense', 'fs'):
+                cfg = Config.fromfile(_write(
+                    os.path.join(tmp, f'{det}-{variant}.py'),
+                    config_text(DETECTORS[det], variant, 0, 1500, data_root)))
+                init_default_scope('mmdet')
+                torch.manual_seed(0)
+                model = MODELS.build(cfg.model)
+                model.init_weights()
+                model.train()
+                wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+                steps[variant] = (model, wrapper)
+            batch = next(iter(Runner.build_dataloader(
+                dict(cfg.train_dataloader, num_workers=0,
+                     persistent_workers=False), seed=0)))
+            times = interleaved(
+                {v: (lambda m=m, w=w: m.train_step(batch, w))
+                 for v, (m, w) in steps.items()}, reps, warmup=2)
+            d, f = med(times['dense']), med(times['fs'])
+            lines.append(f'| {det} | {d:.3f} | {f:.3f} | {f / d:.3f} | '
+                         f'{spread(times["dense"]):.0%}, {spread(times["fs"]):.0%} |')
+            print(lines[-1], flush=True)
+    text = ('# Training iteration time, FS against dense, side by side\n\n'
+            f'`python benchmarks/bench_detectors.py --speed --reps {reps}`: '
+            f'{torch.get_num_threads()} torch threads; median of {reps} '
+            'interleaved `train_step` calls on one demo batch (8 images), '
+            'after 2 warm-up steps each; spread = (max - min) / median.\n\n'
+            + '\n'.join(lines) + '\n')
+    os.makedirs(docs, exist_ok=True)
+    with open(os.path.join(docs, 'speed.md'), 'w') as f:
+        f.write(text)
+    return text
+
+
 # ------------------------------------------------------------------ report
 def _mean_std(values: List[float]) -> tuple:
     return (statistics.mean(values),
@@ -322,7 +384,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--docs', default=os.path.join(
         ROOT, 'docs', 'accuracy', 'detectors'))
     parser.add_argument('--report-only', action='store_true')
+    parser.add_argument('--speed', action='store_true',
+                        help='time a training iteration of dense and FS side '
+                        'by side (no training runs): <docs>/speed.md')
+    parser.add_argument('--reps', type=int, default=20,
+                        help='--speed: interleaved iterations per model')
     args = parser.parse_args(argv)
+    if args.speed:
+        print(speed(args.detectors, os.path.abspath(args.data_root) + '/',
+                    args.reps, args.docs))
+        return
     work = os.path.join(args.work_dir, f'iters{args.iters}')
     if not args.report_only:
         from fsnet_mmdet.datasets.synthetic_voc import ensure_dataset
