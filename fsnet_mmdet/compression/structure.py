@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..utils.modules import replace_module
 
@@ -192,7 +192,12 @@ def model_flops(model: nn.Module, image_size: Tuple[int, int] = (300, 300)) -> i
     ``mmengine.analysis`` as mmdet's ``tools/analysis_tools/get_flops.py``
     counts them: one multiply-add is one FLOP, an eval-mode BatchNorm 2
     per element (12.6M of the dense demo model's 2.06G); ops it has no
-    rule for (indexing) count 0."""
+    rule for (indexing, elementwise additions) count 0. An FSConv that
+    computes from its summary on this input (``compute='auto'`` or
+    ``'summary'``) counts what it runs: stage 1's multiply-adds
+    (:func:`~fsnet_mmdet.layers.summary_conv.summary_macs`; stage 2's
+    additions count 0, as every elementwise addition here) instead of the
+    dense conv's, which the trace records (:func:`summary_path_correction`)."""
     from mmengine.analysis import FlopAnalyzer
     from mmengine.logging import MMLogger
 
@@ -207,11 +212,47 @@ def model_flops(model: nn.Module, image_size: Tuple[int, int] = (300, 300)) -> i
     try:
         with torch.no_grad():
             # What get_model_complexity_info(model, inputs=...)['flops'] is.
-            return int(FlopAnalyzer(model, inputs).total())
+            return int(FlopAnalyzer(model, inputs).total()) + \
+                summary_path_correction(model, inputs)
     finally:
         logger.setLevel(level)
         model.train(was_training)
 
 
+def summary_path_correction(model: nn.Module, inputs: Tensor) -> int:
+    """Multiply-adds to add to a traced count of ``model(inputs)``
+    for its FSConvs that compute from the summary: a trace records their
+    filters path (the dense conv's ``K C S1 S2`` per output pixel); they run
+    stage 1's ``C K x y`` per input position they use (0 when no FSConv
+    takes the summary path)."""
+    from ..layers.fsconv import FSConv
+    from ..layers.summary_conv import filter_macs, summary_macs
+
+    correction = 0
+
+    def count(layer: FSConv, args, output) -> None:
+        nonlocal correction
+        x = args[0]
+        if layer.computes_from_summary(x):
+            g, out_hw = layer.geometry, tuple(output.shape[-2:])
+            correction += x.shape[0] * (summary_macs(
+                g, tuple(x.shape[-2:]), out_hw, layer.stride,
+                padding=layer.padding, dilation=layer.dilation,
+                padding_mode=layer.padding_mode).macs - filter_macs(g, out_hw).macs)
+
+    handles = [m.register_forward_hook(count) for m in model.modules()
+               if isinstance(m, FSConv)]
+    if not handles:
+        return 0
+    try:
+        with torch.no_grad():
+            model(inputs)  # as FlopAnalyzer calls it (detectors: tensor mode)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return correction
+
+
 __all__ = ['COMPRESSION_KEY', 'METHODS', 'apply_compression', 'check_spec',
-           'model_flops', 'resized', 'resized_params']
+           'model_flops', 'resized', 'resized_params',
+           'summary_path_correction']

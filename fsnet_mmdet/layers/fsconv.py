@@ -90,8 +90,9 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
             (:func:`~fsnet_mmdet.layers.summary_conv.summary_conv2d`: fewer
             multiply-adds, equal up to float rounding, same gradients);
             ``'auto'``: :func:`~fsnet_mmdet.layers.summary_conv.
-            choose_compute` per call, from the input size and device (a
-            trace, e.g. FLOP counting, takes the filters). Not possible with
+            choose_compute` per call, from the input size and device. A
+            trace (TorchScript, FLOP counting) records the filters path in
+            every mode (the same outputs). Not possible with
             ``layout='1d'`` nor for DFSNet while searching or once it moved
             filters off the grid (``offsets``): ``'auto'`` takes the filters
             there, ``'summary'`` raises. Not saved in checkpoints. The
@@ -168,23 +169,25 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         """Convolve ``x`` (N, C, H, W) with the extracted filters, or from
         the summary (``compute``)."""
-        if self._computes_from_summary(x):
+        if self.computes_from_summary(x):
             return self._summary_forward(x)
         return self._conv_forward(x, self._forward_weight(), self.bias)
 
-    def _computes_from_summary(self, x: Tensor) -> bool:
-        """Whether this call takes the summary path (``compute``)."""
+    def computes_from_summary(self, x: Tensor) -> bool:
+        """Whether a forward of ``x`` takes the summary path (``compute``;
+        raises what that forward would raise)."""
         if self.compute == 'summary':
             blocker = self._summary_blocker()
             if blocker:
                 raise RuntimeError(f"{type(self).__name__}(compute='summary') "
                                    f"cannot compute from the summary: {blocker}; "
                                    f"use compute='auto' or 'filters'")
-            return True
         # A trace (FLOP counting, TorchScript) records the filters path:
         # the summary path's stage 2 is a custom autograd Function.
-        if self.compute != 'auto' or torch.jit.is_tracing():
+        if self.compute == 'filters' or torch.jit.is_tracing():
             return False
+        if self.compute == 'summary':
+            return True
         training = torch.is_grad_enabled() and (self.summary.requires_grad
                                                 or x.requires_grad)
         return choose_compute(self.geometry, self.stride, self.dilation,

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import fsnet_mmdet.layers.fsconv as fsconv_module
 from fsnet_mmdet import FSConv
@@ -498,3 +499,32 @@ def test_macs_count_the_positions_stage1_runs_on():
                         padding_mode='reflect').macs == 3 * 12 * 4 * 144
     with pytest.raises(ValueError, match='out_hw'):
         summary_macs(g, (10, 10), (9, 9), 1, padding=1)
+
+
+@pytest.mark.parametrize('compute', ['filters', 'summary', 'auto'])
+def test_model_flops_counts_the_convolutions_the_layer_runs(compute, monkeypatch):
+    """model_flops of an FSConv model equals the multiply-adds of the
+    F.conv2d calls its forward makes, recorded as they run (weight
+    elements x output pixels): the dense conv through the filters, the 1x1
+    stage 1 from the summary."""
+    from fsnet_mmdet.compression.structure import model_flops
+    model = nn.Sequential(FSConv(3, 256, 1),
+                          FSConv(256, 256, 3, padding=1, compute=compute))
+    calls = []
+    real = F.conv2d
+
+    def recording(x, weight, *args, **kwargs):
+        out = real(x, weight, *args, **kwargs)
+        calls.append(weight[0].numel() * out.shape[1] * out.shape[-2] * out.shape[-1])
+        return out
+    monkeypatch.setattr(F, 'conv2d', recording)
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 40, 40))
+    ran = sum(calls)
+    calls.clear()
+    monkeypatch.setattr(F, 'conv2d', real)
+    assert model_flops(model, (40, 40)) == ran
+    summary_path = compute == 'summary' or (compute == 'auto' and model[1].computes_from_summary(
+        torch.zeros(1, 256, 40, 40)))
+    dense = 3 * 256 * 1600 + 256 * 256 * 9 * 1600
+    assert ran == (3 * 256 * 1600 + 256 * 1024 * 1600 if summary_path else dense)
