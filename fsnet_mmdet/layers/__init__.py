@@ -8,6 +8,8 @@
   tensors; what every summary layer shares.
 * :mod:`.dfs`: DFSNet's learned filter locations.
 * :mod:`.fsconv`, :mod:`.fslinear`: the layers.
+* :mod:`.summary_conv`: an FS conv computed from its summary (fewer
+  multiply-adds; ``FSConv(compute=...)``).
 * :mod:`.accounting`: what every layer type stores (parameters, bits).
 * :mod:`.wq`: 8-bit summaries and their compressed checkpoint format.
 """
