@@ -80,15 +80,21 @@ class Detector:
     config: str
     width: Callable[[float], str]
     fs_convert: dict = dataclasses.field(default_factory=dict)
+    #: module-name patterns of its classification predictors
+    cls_predictors: tuple = ()
 
 
 DETECTORS = {
     'retinanet': Detector('retinanet', 'retinanet_r18_fpn_demo.py',
-                          lambda w: _resnet_fpn_width(w, 'retina')),
-    'rtmdet': Detector('rtmdet', 'rtmdet_tiny_demo.py', _rtmdet_width),
+                          lambda w: _resnet_fpn_width(w, 'retina'),
+                          cls_predictors=('bbox_head.retina_cls',)),
+    'rtmdet': Detector('rtmdet', 'rtmdet_tiny_demo.py', _rtmdet_width,
+                       cls_predictors=('bbox_head.rtm_cls.*',)),
     'faster-rcnn': Detector('faster-rcnn', 'faster-rcnn_r18_fpn_demo.py',
                             lambda w: _resnet_fpn_width(w, 'rcnn'),
-                            dict(linear=dict())),
+                            dict(linear=dict()),
+                            cls_predictors=('rpn_head.rpn_cls',
+                                            'roi_head.bbox_head.fc_cls')),
 }
 _NO_GN = dict(bbox_head=dict(norm_cfg=None))
 _GRID = dict(fs_convert=dict(predictor_order='grid'))
@@ -111,6 +117,8 @@ VARIANTS: Dict[str, tuple] = {
                       dict(fs_convert=dict(exclude=['neck.*']))),
     'fs-dense-head': ('FS, head left dense', True,
                       dict(fs_convert=dict(exclude=['bbox_head.*']))),
+    # The classification predictors left dense (the detector's own list).
+    'fs-dense-cls': ('FS, classification predictors left dense', True, {}),
 }
 MAIN = ('dense', 'fs', 'thin')
 
@@ -124,6 +132,8 @@ def config_text(detector: Detector, variant: str, seed: int, iters: int,
              f'{label}, seed {seed}.',
              f'_base_ = {os.path.join(DEMO, detector.config)!r}']
     options = dict(detector.fs_convert, **model.pop('fs_convert', {}))
+    if variant == 'fs-dense-cls':
+        options['exclude'] = list(detector.cls_predictors)
     if fs:
         if wq:
             options['conv'] = dict(options.get('conv', {}), wq=True)

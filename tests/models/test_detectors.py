@@ -143,3 +143,20 @@ def test_one_part_left_dense_variants(tmp_path, part):
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     assert convs and all(isinstance(m, FSConv) != n.startswith(part + '.')
                          for n, m in convs.items())
+
+
+@pytest.mark.parametrize('detector', ['retinanet', 'rtmdet', 'faster-rcnn'])
+def test_dense_cls_variant_keeps_exactly_the_classification_predictors(
+        tmp_path, detector):
+    bench = _bench()
+    det = bench.DETECTORS[detector]
+    path = tmp_path / 'variant.py'
+    path.write_text(bench.config_text(det, 'fs-dense-cls', 0, 20, str(tmp_path)))
+    model = build_detector(load_config(path))
+    dense = sorted(n for n, m in model.named_modules()
+                   if type(m) in (nn.Conv2d, nn.Linear)
+                   and getattr(m, 'groups', 1) == 1)
+    expected = {'retinanet': ['bbox_head.retina_cls'],
+                'rtmdet': [f'bbox_head.rtm_cls.{i}' for i in range(3)],
+                'faster-rcnn': ['roi_head.bbox_head.fc_cls', 'rpn_head.rpn_cls']}
+    assert dense == expected[detector]
