@@ -1,6 +1,6 @@
 """Export a detector as ONNX with every FS layer's weight computed from its summary.
 
-    python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--wq | --baked] [--verify]
+    python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--wq | --baked | --summary-compute] [--verify]
 """
 from fsnet_mmdet.tools.export_onnx import main
 

@@ -36,6 +36,19 @@ exporter: ``docs/deploy.md``.
 Mode ``'baked'`` is the ordinary export to compare with: summary layers baked
 into dense layers (``to_conv2d``), constant folding on (BN folded into the
 convs), what ``tools/bake.py`` + ``torch.onnx.export`` give.
+
+Mode ``'summary'`` (``tools/export_onnx.py --summary-compute``) keeps the
+fp32 summaries and the summary path's compute: every FSConv that can
+compute from its summary (:func:`computes_from_summary`) becomes a
+:class:`SummaryComputeTwin` whose forward is
+:func:`~fsnet_mmdet.layers.summary_conv.summary_conv2d_unrolled`, traced into
+standard ops only (stage 1: Transpose / Tile / Slice / Reshape of the summary,
+which a runtime folds into the 1x1 weight once, and a 1x1 Conv; Pad, one
+Concat per rolled axis, one Slice per tap, Add); other summary layers
+(FSLinear, 1D layout, DFSNet-moved filters) keep the ``fsnet`` node of mode
+``'fs'``. :func:`tidy_graph` then folds the exporter's constant shape
+arithmetic and merges its per-axis slices, so the file stays near the
+``'fs'`` file's size.
 """
 from __future__ import annotations
 
@@ -51,16 +64,19 @@ import torch
 from torch import Tensor, nn
 
 from ..conversion.checkpoints import fs_layers
-from ..layers.wq import dequantize, quantize
+from ..layers.fsconv import FSConv
 from ..layers.summary import SummaryWeightMixin
+from ..layers.summary_conv import summary_conv2d_unrolled
+from ..layers.wq import dequantize, quantize
 from ..utils.io import atomic_path, check_output_path
 from .weight_functions import (DEFAULT_OPSET, DOMAIN, WeightProgram,
                                function_name, node_attributes,
                                parse_function_name, weight_function,
                                weight_program, wq_levels)
 
-#: Export modes: summaries in fp32, summaries as 8-bit codes (WQ), dense.
-MODES = ('fs', 'wq', 'baked')
+#: Export modes: summaries in fp32, summaries as 8-bit codes (WQ), dense,
+#: summaries in fp32 with the FS convs computed from them (standard ops).
+MODES = ('fs', 'wq', 'baked', 'summary')
 #: The command that installs what this module needs.
 INSTALL_HINT = "pip install -e '.[deploy]'  (the onnx and onnxruntime packages)"
 #: Name of the graph's input.
@@ -197,6 +213,59 @@ class SummaryTwin(nn.Module):
         return nn.functional.linear(x, self.weight(), self.bias)
 
 
+class SummaryComputeTwin(nn.Module):
+    """Export stand-in of an FSConv that computes the conv from its summary.
+
+    The forward is :func:`~fsnet_mmdet.layers.summary_conv.
+    summary_conv2d_unrolled` (stage 1: a 1x1 Conv whose weight is tiled and
+    sliced from the summary; stage 2: one Slice of the summary response per
+    tap, summed by Add), so the exported graph holds the summary (fp32
+    parameter ``summary``) and the bias, no dense weight and no ``fsnet``
+    node, and runs the summary path's smaller multiply-add count instead of
+    the dense conv's.
+
+    With ``norm`` (the eval-mode BatchNorm right after the conv) the BN is
+    folded in after the sum: the output is multiplied per channel by
+    ``scale = gamma / sqrt(var + eps)`` (buffer ``scale``, (K, 1, 1): one Mul
+    node; a filter's scale cannot go into the summary, whose elements the
+    filters share) and the bias becomes ``(bias - mean) * scale + beta``, as
+    :class:`SummaryTwin` folds it.
+
+    Args:
+        layer: an FSConv that can compute from its summary (3D layout, on
+            its grid: ``layer._summary_blocker() is None``).
+        norm: a BatchNorm in eval mode to fold in, or None.
+    """
+
+    def __init__(self, layer: FSConv, norm: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        blocker = layer._summary_blocker()
+        if blocker is not None:
+            raise ValueError(f'this FSConv cannot compute from its summary: '
+                             f'{blocker}')
+        self.summary = nn.Parameter(layer.summary.detach().float().cpu().clone(),
+                                    requires_grad=False)
+        bias = (None if layer.bias is None else
+                layer.bias.detach().float().cpu().clone())
+        if norm is not None:
+            scale, shift = bn_affine(norm)
+            self.register_buffer('scale', scale.view(-1, 1, 1))
+            bias = shift if bias is None else bias * scale + shift
+        self.bias = (None if bias is None else
+                     nn.Parameter(bias, requires_grad=False))
+        self.geometry = layer.geometry
+        self.conv_args = (layer.stride, layer.padding, layer.dilation,
+                          layer.padding_mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not hasattr(self, 'scale'):
+            return summary_conv2d_unrolled(x, self.summary, self.geometry,
+                                           self.bias, *self.conv_args)
+        out = summary_conv2d_unrolled(x, self.summary, self.geometry, None,
+                                      *self.conv_args) * self.scale
+        return out if self.bias is None else out + self.bias.view(-1, 1, 1)
+
+
 def bn_affine(norm: nn.Module) -> Tuple[Tensor, Tensor]:
     """An eval-mode BatchNorm as ``x * scale + shift`` per channel.
 
@@ -266,8 +335,13 @@ def exportable(model: nn.Module, mode: str = 'fs') -> RawOutputs:
         mode: ``'fs'`` or ``'wq'``: every summary layer becomes a
             :class:`SummaryTwin` (fp32 summary or 8-bit codes), with the
             BatchNorm that follows it folded in (:func:`foldable_norms`);
-            ``'baked'``: a dense ``nn.Conv2d`` / ``nn.Linear`` with the
-            extracted weight (the exporter folds the BN).
+            ``'summary'``: every FSConv that can compute from its summary
+            (:func:`computes_from_summary`) becomes a
+            :class:`SummaryComputeTwin`, the other summary layers (FSLinear,
+            1D layout, DFSNet-moved filters) :class:`SummaryTwin` as in
+            ``'fs'``, BNs folded alike; ``'baked'``: a dense ``nn.Conv2d`` /
+            ``nn.Linear`` with the extracted weight (the exporter folds the
+            BN).
 
     Returns:
         :class:`RawOutputs` of the copy (the model itself is not changed).
@@ -283,12 +357,21 @@ def exportable(model: nn.Module, mode: str = 'fs') -> RawOutputs:
         else:
             module, norm_name = folds.get(name, (None, None))
             norm = getattr(module, norm_name) if module is not None else None
-            new = SummaryTwin(layer, wq=mode == 'wq', norm=norm)
+            new = (SummaryComputeTwin(layer, norm=norm)
+                   if mode == 'summary' and computes_from_summary(layer) else
+                   SummaryTwin(layer, wq=mode == 'wq', norm=norm))
             if module is not None:  # folded into the twin
                 setattr(module, norm_name, nn.Identity())
                 module.efficient_conv_bn_eval_forward = None
         twin.set_submodule(name, new.eval())
     return RawOutputs(twin).eval()
+
+
+def computes_from_summary(layer: nn.Module) -> bool:
+    """Whether mode ``'summary'`` computes ``layer`` from its summary: an
+    FSConv of the 3D layout whose filters are on the grid (not searching,
+    no DFSNet-moved filters; FSConv's ``_summary_blocker``)."""
+    return isinstance(layer, FSConv) and layer._summary_blocker() is None
 
 
 def output_groups(detector: nn.Module, inputs: Tensor) -> List[int]:
@@ -379,13 +462,166 @@ def compact_names(graph, strip_prefix: str = '') -> None:
     del graph.value_info[:]
 
 
+#: Ops :func:`tidy_graph` evaluates where every input is a constant.
+FOLDABLE_OPS = frozenset({
+    'Add', 'Cast', 'Concat', 'ConstantOfShape', 'Div', 'Equal', 'Expand',
+    'Gather', 'Greater', 'Identity', 'Less', 'Max', 'Min', 'Mod', 'Mul',
+    'Neg', 'Range', 'Reshape', 'Shape', 'Slice', 'Squeeze', 'Sub',
+    'Transpose', 'Unsqueeze', 'Where'})
+#: ... when its inputs and outputs are integer (or bool) tensors of at most
+#: this many elements: shape arithmetic, exact; never a weight.
+FOLD_MAX_ELEMENTS = 256
+
+
+def tidy_graph(graph, opset: int = DEFAULT_OPSET) -> Dict[str, int]:
+    """Fold the exporter's shape arithmetic, merge slice chains, in place.
+
+    With constant folding off (it would fold the summaries into dense
+    weights), the TorchScript exporter writes every Python slice of a
+    tensor as one ``Slice`` per axis whose starts, ends, axes and steps are
+    ``Unsqueeze`` nodes of scalar ``Constant`` nodes, and sizes as ``Shape``
+    arithmetic: in mode ``'summary'`` (one multi-axis slice per tap and
+    layer) most of the file. This pass, on a graph without subgraphs:
+
+    1. evaluates (``onnx.reference``) every standard-domain node of
+       :data:`FOLDABLE_OPS` whose inputs are all ``Constant`` outputs and
+       whose inputs and outputs are integer or bool tensors of at most
+       :data:`FOLD_MAX_ELEMENTS` elements, replacing it by a ``Constant``;
+       never a node that reads an initializer or the graph input, nor a
+       float computation (no rounding of its own);
+    2. makes a ``Slice`` of a ``Slice`` (constant starts, ends, axes and
+       steps, disjoint non-negative axes) one ``Slice`` of the inner one's
+       input (the inner one stays where something else reads it): one
+       copy per tap instead of a chain of them;
+    3. keeps one ``Constant`` per distinct value, first in the graph;
+    4. drops nodes whose outputs nothing reads.
+
+    The graph computes the same values, from the same initializers.
+
+    Args:
+        graph: an ``onnx.GraphProto``.
+        opset: its standard-domain opset (the folded nodes' semantics).
+
+    Returns:
+        ``{'folded': nodes folded, 'merged': slices merged, 'nodes':
+        (before, after)}``.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    def small_ints(value) -> bool:
+        return (isinstance(value, np.ndarray) and value.size <= FOLD_MAX_ELEMENTS
+                and (np.issubdtype(value.dtype, np.integer)
+                     or value.dtype == np.bool_))
+
+    def constant(name: str, value):
+        return helper.make_node('Constant', [], [name],
+                                value=numpy_helper.from_array(np.asarray(value)))
+
+    known: Dict[str, object] = {}  # Constant outputs -> value
+    nodes, count = [], dict(folded=0, merged=0)
+    for node in graph.node:
+        if any(a.g.node or a.graphs for a in node.attribute):
+            raise ValueError(f'{node.op_type} node with a subgraph: not tidied')
+        if node.op_type == 'Constant' and not node.domain and len(
+                node.attribute) == 1 and node.attribute[0].name == 'value':
+            known[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif (not node.domain and node.op_type in FOLDABLE_OPS
+              and all(n in known for n in node.input if n)
+              and all(small_ints(known[n]) for n in node.input if n)):
+            try:
+                values = ReferenceEvaluator(node, opsets={'': opset}).run(
+                    None, {n: known[n] for n in node.input if n})
+            except Exception:  # not evaluated: kept as it is
+                values = None
+            if values is not None and all(small_ints(v) for v in values):
+                for name, value in zip(node.output, values):
+                    known[name] = value
+                    nodes.append(constant(name, value))
+                count['folded'] += 1
+                continue
+        nodes.append(node)
+
+    # Slice chains -> one Slice.
+    producers = {out: node for node in nodes for out in node.output}
+
+    def slice_args(node):
+        if (node.op_type != 'Slice' or node.domain or len(node.input) < 3
+                or not all(n in known for n in node.input[1:] if n)):
+            return None
+        starts, ends = known[node.input[1]], known[node.input[2]]
+        axes = (known[node.input[3]] if len(node.input) > 3 and node.input[3]
+                else np.arange(len(starts)))
+        steps = (known[node.input[4]] if len(node.input) > 4 and node.input[4]
+                 else np.ones(len(starts), np.int64))
+        args = [np.asarray(v, np.int64).reshape(-1)
+                for v in (starts, ends, axes, steps)]
+        return args if (args[2] >= 0).all() else None
+
+    taken = ({v.name for v in graph.input} | {v.name for v in graph.output}
+             | {t.name for t in graph.initializer}
+             | {name for node in nodes for name in node.output})
+    extra, fresh = [], 0
+    for node in nodes:
+        outer = slice_args(node)
+        inner_node = producers.get(node.input[0]) if outer else None
+        inner = slice_args(inner_node) if inner_node is not None else None
+        if inner is None or set(inner[2].tolist()) & set(outer[2].tolist()):
+            continue
+        names = []
+        for a, b in zip(inner, outer):
+            while f'tidy_slice_{fresh}' in taken:
+                fresh += 1
+            names.append(f'tidy_slice_{fresh}')
+            taken.add(names[-1])
+            known[names[-1]] = np.concatenate([a, b])
+            extra.append(constant(names[-1], known[names[-1]]))
+        node.input[:] = [inner_node.input[0], *names]
+        count['merged'] += 1
+    nodes = extra + nodes
+
+    # One Constant per value, Constants first (they read nothing).
+    firsts: Dict[tuple, str] = {}
+    rename: Dict[str, str] = {}
+    constants, others = [], []
+    outputs = {out.name for out in graph.output}
+    for node in nodes:
+        if (node.op_type == 'Constant' and node.output[0] in known
+                and node.output[0] not in outputs):
+            value = np.asarray(known[node.output[0]])
+            key = (value.dtype.str, value.shape, value.tobytes())
+            if key in firsts:
+                rename[node.output[0]] = firsts[key]
+                continue
+            firsts[key] = node.output[0]
+            constants.append(node)
+        else:
+            others.append(node)
+    for node in others:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+
+    # Unread nodes, last to first.
+    used = set(outputs)
+    kept = []
+    for node in reversed(constants + others):
+        if any(name in used for name in node.output):
+            used.update(node.input)
+            kept.append(node)
+    count['nodes'] = (len(graph.node), len(kept))
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    return count
+
+
 @dataclass(frozen=True)
 class ExportReport:
     """What :func:`export_onnx` wrote.
 
     Attributes:
         path: the ONNX file.
-        mode: ``'fs'``, ``'wq'`` or ``'baked'``.
+        mode: ``'fs'``, ``'wq'``, ``'baked'`` or ``'summary'``.
         bytes: its size.
         fs_layers: summary layers in the model (computed in the graph unless
             ``mode == 'baked'``).
@@ -393,6 +629,9 @@ class ExportReport:
         input_shape: the example input's shape (the batch axis is dynamic).
         output_names: the graph's outputs, in order.
         output_groups: number of levels in each output group.
+        summary_compute: FS convs computed from their summaries in standard
+            ops (mode ``'summary'``; the other FS layers' weights are
+            computed by the ``functions``).
     """
 
     path: str
@@ -403,6 +642,7 @@ class ExportReport:
     input_shape: Tuple[int, ...]
     output_names: List[str]
     output_groups: List[int]
+    summary_compute: int = 0
 
 
 def export_onnx(model: nn.Module,
@@ -416,7 +656,11 @@ def export_onnx(model: nn.Module,
         model: the detector, weights loaded (not changed).
         out: the ONNX file to write.
         mode: ``'fs'`` (summaries in fp32), ``'wq'`` (8-bit summaries,
-            FSNet-WQ) or ``'baked'`` (dense weights, BN folded).
+            FSNet-WQ), ``'baked'`` (dense weights, BN folded) or
+            ``'summary'`` (summaries in fp32; every FSConv that can is
+            computed from its summary in standard ops,
+            :class:`SummaryComputeTwin`; the graph tidied by
+            :func:`tidy_graph`).
         input_shape: (N, 3, H, W) of the example input; N is dynamic in the
             graph, H and W are fixed.
         opset: the ONNX opset (at least 15: model-local functions).
@@ -427,7 +671,7 @@ def export_onnx(model: nn.Module,
     Raises:
         ValueError: a bad mode, opset or input shape, a model that is not a
             single-stage detector, or one without summary layers in mode
-            ``'fs'`` / ``'wq'``; nothing is written.
+            ``'fs'`` / ``'wq'`` / ``'summary'``; nothing is written.
         OSError: ``out`` cannot be written; nothing is left there.
         MissingDeployDependency: ``onnx`` is not installed.
     """
@@ -443,6 +687,12 @@ def export_onnx(model: nn.Module,
         raise ValueError(f'opset must be an int in 15..20 (ONNX functions '
                          f'need 15), got {opset!r}')
     module = exportable(model, mode)
+    computed = sum(isinstance(m, SummaryComputeTwin) for m in module.modules())
+    # Mode 'summary' imports the fsnet domain only where a node uses it
+    # (the exporter prints a warning on an unused one); the other modes as
+    # they always have.
+    custom = ({} if mode == 'summary' and not any(
+        isinstance(m, SummaryTwin) for m in module.modules()) else {DOMAIN: 1})
     example = torch.zeros(shape)
     groups = output_groups(module.detector, example)
     names = output_names(groups)
@@ -457,8 +707,10 @@ def export_onnx(model: nn.Module,
                 input_names=[INPUT_NAME], output_names=names,
                 dynamic_axes=dynamic, opset_version=opset,
                 do_constant_folding=mode == 'baked',
-                custom_opsets={DOMAIN: 1})
+                custom_opsets=custom)
         proto = onnx.load(tmp)
+        if mode == 'summary':
+            tidy_graph(proto.graph, opset)
         used = sorted({n.op_type for n in proto.graph.node
                        if n.domain == DOMAIN})
         proto.functions.extend(
@@ -473,7 +725,7 @@ def export_onnx(model: nn.Module,
         onnx.save(proto, tmp)
         size = os.path.getsize(tmp)
     return ExportReport(os.path.abspath(out), mode, size, len(layers), used,
-                        shape, names, groups)
+                        shape, names, groups, computed)
 
 
 def read_output_groups(proto_or_meta) -> List[int]:

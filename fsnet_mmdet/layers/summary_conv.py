@@ -25,6 +25,8 @@ extracted filters up to float rounding (the sums are taken in another order).
 :func:`choose_compute` picks between this and the filters path
 (:class:`~fsnet_mmdet.layers.fsconv.FSConv`'s ``compute='auto'``);
 :func:`summary_macs` and :func:`filter_macs` count both.
+:func:`summary_conv2d_unrolled` is the same op in exportable ops only (the
+ONNX export's mode ``'summary'``).
 """
 from __future__ import annotations
 
@@ -511,3 +513,147 @@ def choose_compute(geometry: FSGeometry, stride: IntPair, dilation: IntPair,
     low, high = EVAL_RESPONSE_RANGE
     return ('summary' if _pair('dilation', dilation) == (1, 1)
             and low <= response <= high else 'filters')
+
+
+# ------------------------------------------------------- exportable form
+def summary_weight_tiled(summary: Tensor, geometry: FSGeometry) -> Tensor:
+    """:func:`summary_weight` without an index: tile, slice, reshape.
+
+    ``W[(m, n, k3), c] = M[(k3 z + c) mod Cm, m, n]``: along the channel axis,
+    row ``k3`` is the window of length C at ``k3 z`` of the summary repeated
+    end to end. With rows of length ``R = z + Cm * ceil((C - z) / Cm)``
+    (``R >= C``, ``R = z`` mod ``Cm``), the first ``K3 * R`` elements of the
+    repeated summary, reshaped to (K3, R), hold those windows in their first
+    C columns. The same tensor as :func:`summary_weight`, from ops that need
+    no stored table (an ONNX graph: Transpose, Tile, Slice, Reshape on the
+    summary, which a runtime folds into the weight once).
+
+    Args:
+        summary: (Cm, Hm, Wm) summary M.
+        geometry: the layer's geometry (3D layout).
+
+    Returns:
+        (Hm * Wm * K3, C, 1, 1) weight, as :func:`summary_weight`.
+    """
+    cm, hm, wm = geometry.summary_shape
+    k3, z, c = geometry.sampling[2], geometry.strides[2], geometry.in_channels
+    row = z + cm * max(0, -(-(c - z) // cm))
+    reps = -(-(k3 * row) // cm)
+    tiled = summary.permute(1, 2, 0)  # (Hm, Wm, Cm)
+    if reps > 1:
+        tiled = tiled.repeat(1, 1, reps)
+    if reps * cm != k3 * row:
+        tiled = tiled[..., :k3 * row]
+    tiled = tiled.reshape(hm, wm, k3, row)
+    if row != c:
+        tiled = tiled[..., :c]
+    return tiled.reshape(hm * wm * k3, c, 1, 1)
+
+
+def _span(start: int, stop: int, size: int, step: int = 1) -> slice:
+    """``slice(start, stop, step)``, or ``slice(None)`` where that is all of
+    ``size`` (no node in a trace)."""
+    if start == 0 and step == 1 and stop >= size:
+        return slice(None)
+    return slice(start, stop, step)
+
+
+def summary_conv2d_unrolled(x: Tensor, summary: Tensor, geometry: FSGeometry,
+                            bias: Optional[Tensor] = None, stride: IntPair = 1,
+                            padding: Padding = 0, dilation: IntPair = 1,
+                            padding_mode: str = 'zeros') -> Tensor:
+    """:func:`summary_conv2d` in exportable ops only (the ONNX export's form).
+
+    The same result up to float rounding (the taps are summed in the same
+    order, those on zero padding included), from out-of-place ops that the
+    TorchScript ONNX exporter maps to standard ONNX nodes (Transpose, Tile,
+    Slice, Reshape on the summary; Conv, Pad, Concat, Slice, Add): no custom
+    autograd Function, no in-place writes into slices, no index table.
+
+    * stage 1: ``Z = conv1x1(x, W)`` with ``W`` the summary's
+      :func:`summary_weight_tiled` (equal to :func:`summary_weight`); with
+      zero padding only over the input rows / columns the taps read;
+    * ``Z`` is padded by ``F.pad`` (``'zeros'``: a constant pad of the border
+      the taps read; another mode as ``nn.Conv2d`` pads the input, which
+      commutes with a 1x1 conv), viewed as (N, K1, x, K2, y, K3, Hz, Wz);
+    * the roll of tap ``(u, v)`` (summary rows ``(k1 x + u) mod Hm``: Z's row
+      block ``u mod x`` rolled by ``u // x`` along K1, :func:`_shift_plan`;
+      likewise for columns) is one slice of Z extended circularly: Z with
+      its first ``max_u (u // x mod K1)`` K1-blocks appended (one
+      ``torch.cat`` of two slices per axis, per call), so block
+      ``a = u // x mod K1`` of the roll is ``[a, a + K1)``;
+    * stage 2: the output (N, K1, 1, K2, 1, K3, Ho, Wo) is the Python sum
+      over the taps of one slice each: K1 / K2 blocks as above, row block
+      ``u mod x``, column block ``v mod y``, and the spatial positions
+      ``u * dilation + stride * i`` (a strided slice);
+    * the interleave permutation (reshape, transpose), then the bias.
+
+    Half-precision inputs are summed in float32, as :func:`summary_conv2d`.
+    Differentiable by autograd (a full-size term per tap: slower to train
+    through than :func:`summary_conv2d`). In a trace, H and W are constants
+    (the batch size stays dynamic).
+
+    Args: as :func:`summary_conv2d`.
+
+    Returns:
+        (N, K, Ho, Wo) output ((K, Ho, Wo) for an unbatched input).
+    """
+    if x.dim() == 3:
+        return summary_conv2d_unrolled(x.unsqueeze(0), summary, geometry, bias,
+                                       stride, padding, dilation,
+                                       padding_mode).squeeze(0)
+    if tuple(summary.shape) != tuple(geometry.summary_shape):
+        raise ValueError(f'summary has shape {tuple(summary.shape)}, the '
+                         f'geometry {geometry.summary_shape}')
+    stride, dilation = _pair('stride', stride), _pair('dilation', dilation)
+    in_hw = tuple(int(s) for s in x.shape[-2:])  # constants in a trace
+    layout = _layout(geometry, in_hw, stride, padding, dilation, padding_mode)
+    pads, (ho, wo) = layout.pads, layout.out_hw
+    extent = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(
+        layout.out_hw, stride, dilation, geometry.kernel_size)]
+    if padding_mode == 'zeros':  # the input the taps read, the zeros they read
+        used = layout.stage1_hw
+        if used != in_hw:
+            x = x[..., :used[0], :used[1]]
+        pads = tuple((lo, max(0, e - lo - n))
+                     for (lo, _), e, n in zip(pads, extent, used))
+    z = F.conv2d(x, summary_weight_tiled(summary, geometry))
+    dtype = z.dtype
+    if _accumulator(dtype) != dtype:
+        z = z.to(_accumulator(dtype))
+    (top, bottom), (left, right) = pads
+    if top or bottom or left or right:
+        z = F.pad(z, (left, right, top, bottom),
+                  mode='constant' if padding_mode == 'zeros' else padding_mode)
+    rows_in, cols_in = layout.stage1_hw if padding_mode == 'zeros' else in_hw
+    hz, wz = rows_in + top + bottom, cols_in + left + right  # Z's, padded
+    (k1, k2, k3), (sx, sy, _) = geometry.sampling, geometry.strides
+    (s1, s2), (st1, st2), (d1, d2) = geometry.kernel_size, stride, dilation
+    z = z.reshape(-1, k1, sx, k2, sy, k3, hz, wz)
+    roll1 = [(u // sx) % k1 for u in range(s1)]
+    roll2 = [(v // sy) % k2 for v in range(s2)]
+    if max(roll1):  # K1 blocks [a, a + K1) of the extension: roll by a
+        z = torch.cat([z, z[:, :max(roll1)]], 1)
+    if max(roll2):
+        z = torch.cat([z, z[:, :, :, :max(roll2)]], 3)
+    n1, n2 = k1 + max(roll1), k2 + max(roll2)  # z.shape[1], z.shape[3]
+    out = None
+    for u in range(s1):
+        rows = _span(u * d1, u * d1 + (ho - 1) * st1 + 1, hz, st1)
+        for v in range(s2):
+            cols = _span(v * d2, v * d2 + (wo - 1) * st2 + 1, wz, st2)
+            tap = z[:, _span(roll1[u], roll1[u] + k1, n1),
+                    _span(u % sx, u % sx + 1, sx),
+                    _span(roll2[v], roll2[v] + k2, n2),
+                    _span(v % sy, v % sy + 1, sy), :, rows, cols]
+            out = tap if out is None else out + tap
+    out = out.reshape(-1, k1 * k2 * k3, ho, wo)
+    if out.dtype != dtype:
+        out = out.to(dtype)
+    g = geometry.interleave
+    if g > 1:  # output a * g + c is grid filter c * (K / g) + a
+        out = out.reshape(-1, g, k1 * k2 * k3 // g, ho, wo).transpose(
+            1, 2).reshape(-1, k1 * k2 * k3, ho, wo)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1)
+    return out

@@ -108,6 +108,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     mode.add_argument('--baked', action='store_true',
                       help='the ordinary export instead: dense weights '
                       '(tools/bake.py + torch.onnx.export), to compare')
+    mode.add_argument('--summary-compute', action='store_true',
+                      help='compute every FSConv from its fp32 summary in '
+                      'standard ONNX ops (a 1x1 Conv, one Slice per tap, '
+                      'Adds: the summary path, fewer multiply-adds than the '
+                      'dense conv for stride-1 spatial kernels; no '
+                      'fsnet-domain node); FSLinear and FSConvs that cannot '
+                      '(1D layout, DFSNet-moved filters) as without the flag')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input image size (default: the size the '
                         'config\'s test pipeline resizes to)')
@@ -119,7 +126,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args(argv)
-    mode = 'wq' if args.wq else 'baked' if args.baked else 'fs'
+    mode = ('wq' if args.wq else 'baked' if args.baked else
+            'summary' if args.summary_compute else 'fs')
     try:
         require('onnx', 'tools/export_onnx.py')
         if args.verify:
@@ -157,6 +165,13 @@ def _export(args: argparse.Namespace, mode: str) -> None:
           f'(N, 3, {size[0]}, {size[1]}), outputs {len(report.output_names)}')
     if mode == 'baked':
         print(f'{report.fs_layers} FS layers baked into dense weights')
+    elif mode == 'summary':
+        rest = report.fs_layers - report.summary_compute
+        print(f'{report.fs_layers} FS layers: {report.summary_compute} FSConvs '
+              f'computed from their summaries in standard ops'
+              + (f', {rest} with weights computed in the graph from their '
+                 f'summaries (functions {", ".join(report.functions)})'
+                 if rest else ''))
     else:
         print(f'{report.fs_layers} FS layers: weights computed in the graph '
               f'from their {"8-bit " if mode == "wq" else ""}summaries '

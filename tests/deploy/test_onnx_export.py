@@ -5,9 +5,11 @@ References: the layers' own ``index`` (``index.filter_index`` /
 ``inference_detector`` and the plugin's WQ model; the graph is walked with
 the ``onnx`` package.
 """
+import copy
 import json
 import os
 import sys
+import warnings
 
 import pytest
 import torch
@@ -425,6 +427,244 @@ def test_wq_export_stores_the_compressed_checkpoints_codes(wq_onnx, demo_model):
                          if isinstance(m, torch.nn.Conv2d))
     assert all(v.dtype == 'uint8' or v.size <= largest_vector
                for v in inits.values())  # fp32: scales and biases only
+
+
+# ------------------------------------------------------ summary compute
+def _initializer_bytes(proto):
+    return sum(numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)
+
+
+def _taps(layer):
+    return layer.kernel_size[0] * layer.kernel_size[1]
+
+
+@pytest.fixture(scope='module')
+def summary_export(demo_model, tmp_path_factory):
+    """The demo's FS model in mode 'summary': (path, report)."""
+    path = tmp_path_factory.mktemp('summary') / 'demo_summary.onnx'
+    report = ox.export_onnx(demo_model, str(path), mode='summary')
+    assert report.bytes == path.stat().st_size
+    return path, report
+
+
+@pytest.fixture(scope='module')
+def demo_fs_onnx(demo_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp('demo_fs') / 'demo_fs.onnx'
+    ox.export_onnx(demo_model, str(path), mode='fs')
+    return path
+
+
+@pytest.mark.parametrize('level', LEVELS)
+def test_summary_export_matches_pytorch(summary_export, demo_model,
+                                        voc_inputs, level):
+    outputs = _run(summary_export[0], voc_inputs, level)
+    expected = _raw(demo_model, voc_inputs)
+    assert len(outputs) == len(expected) == 12
+    for got, want in zip(outputs, expected):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+def test_summary_export_computes_from_summaries_in_standard_ops(
+        summary_export, demo_model):
+    """Every FSConv of the demo model is computed from its summary: no
+    fsnet node or function, one 1x1 Conv (stage 1) per layer whose weight
+    comes from exactly that layer's summary, one Slice per tap (and the
+    circular extensions), no dense weight stored, no BatchNorm left."""
+    path, report = summary_export
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    layers = {name: demo_model.get_submodule(name)
+              for name in fs_layers(demo_model)}
+    assert report.mode == 'summary' and report.functions == []
+    assert report.summary_compute == report.fs_layers == len(layers) == 35
+    assert not proto.functions
+    assert [(o.domain, o.version) for o in proto.opset_import] == [
+        ('', wf.DEFAULT_OPSET)]
+    assert not any(n.domain for n in graph.node)  # standard ops only
+    ops = {n.op_type for n in graph.node}
+    assert not ops & {'Grid', 'GridQ', 'Segment', 'Block', 'BatchNormalization'}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta[ox.META_MODE] == 'summary'
+    inits = {t.name: numpy_helper.to_array(t).copy() for t in graph.initializer}
+    for name, layer in layers.items():
+        assert torch.equal(torch.from_numpy(inits[f'{name}.summary']),
+                           layer.summary.detach())
+    dense_shapes = {tuple(layer.index.shape) for layer in layers.values()}
+    assert not any(tuple(v.shape) in dense_shapes for v in inits.values())
+    producers = _producers(graph)
+    convs = [n for n in graph.node if n.op_type == 'Conv']
+    assert len(convs) == len(layers)
+    summaries = set()
+    for conv in convs:
+        kernel = [a for a in conv.attribute if a.name == 'kernel_shape'][0]
+        assert list(kernel.ints) == [1, 1]  # stage 1
+        assert conv.input[1] not in inits
+        sources = {s for s in _ancestor_initializers(graph, conv.input[1],
+                                                     inits, producers)
+                   if s.endswith('.summary')}
+        assert len(sources) == 1
+        summaries |= sources
+    assert summaries == {f'{name}.summary' for name in layers}
+    # tidy_graph: no shape arithmetic on constants left, one Slice per tap
+    # (+ at most the stage-1 slice and the two circular extensions a layer).
+    constants = {n.output[0] for n in graph.node if n.op_type == 'Constant'}
+    assert not [n for n in graph.node if n.op_type in ox.FOLDABLE_OPS
+                and set(n.input) <= constants]
+    slices = sum(n.op_type == 'Slice' for n in graph.node)
+    assert slices <= sum(_taps(layer) + 3 for layer in layers.values())
+
+
+def test_summary_export_stores_the_summaries_not_more(summary_export,
+                                                      demo_fs_onnx):
+    """Initializer bytes within 1.10 x the 'fs' export's (the summaries,
+    BN-folded scales and biases: the same tensors), the file too."""
+    summary, fs = onnx.load(str(summary_export[0])), onnx.load(str(demo_fs_onnx))
+    assert _initializer_bytes(summary) <= 1.10 * _initializer_bytes(fs)
+    assert summary_export[0].stat().st_size <= 1.10 * demo_fs_onnx.stat().st_size
+    constants = sum(numpy_helper.to_array(a.t).nbytes for n in summary.graph.node
+                    if n.op_type == 'Constant' for a in n.attribute)
+    assert constants <= 0.02 * _initializer_bytes(summary)  # no hidden table
+
+
+def _mixed_demo(demo_model):
+    """The demo model with two head convs that cannot compute from their
+    summaries: one of the 1D layout, one with DFSNet-moved filters."""
+    mixed = copy.deepcopy(demo_model)
+    torch.manual_seed(2)
+    for name, make in (('bbox_head.reg_convs.5.0', lambda c: FSConv(
+            c.in_channels, c.out_channels, 3, padding=1, layout='1d')),
+                       ('bbox_head.reg_convs.4.0', lambda c: _dfs_moved(FSConv(
+                           c.in_channels, c.out_channels, 3, padding=1,
+                           dfs_radius=1)))):
+        mixed.set_submodule(name, make(mixed.get_submodule(name)).eval())
+    return mixed.eval()
+
+
+def test_summary_mode_falls_back_to_the_weight_function(demo_model, voc_inputs,
+                                                        tmp_path):
+    mixed = _mixed_demo(demo_model)
+    twins = {name: type(module).__name__ for name, module in
+             ox.exportable(mixed, 'summary').detector.named_modules()
+             if isinstance(module, (ox.SummaryTwin, ox.SummaryComputeTwin))}
+    assert twins.pop('bbox_head.reg_convs.5.0') == 'SummaryTwin'
+    assert twins.pop('bbox_head.reg_convs.4.0') == 'SummaryTwin'
+    assert set(twins.values()) == {'SummaryComputeTwin'} and len(twins) == 33
+    path = tmp_path / 'mixed.onnx'
+    report = ox.export_onnx(mixed, str(path), mode='summary')
+    assert report.functions == ['Block3', 'Segment']
+    assert report.summary_compute == 33 and report.fs_layers == 35
+    graph = onnx.load(str(path)).graph
+    assert sorted(n.op_type for n in graph.node if n.domain) == ['Block3', 'Segment']
+    for got, want in zip(_run(path, voc_inputs, 'all'), _raw(mixed, voc_inputs)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+#: (kernel, stride, padding, dilation, padding_mode, FS options) of single
+#: convs exported alone: what the demo model does not hold.
+TWIN_CASES = [
+    (3, 1, 1, 1, 'zeros', {'interleave': 4}),
+    (3, 2, 1, 1, 'zeros', {}),
+    (5, 2, 2, 1, 'reflect', {'sampling': (2, 5, 2)}),
+    (3, 1, 2, 2, 'circular', {'strides': (1, 3, 4)}),
+    (3, 1, 'same', 2, 'replicate', {'interleave': 4}),
+    (5, 1, 0, 2, 'zeros', {'sampling': (2, 5, 2), 'interleave': 5}),
+]
+
+
+@pytest.mark.parametrize('with_norm', [False, True], ids=['conv', 'conv+bn'])
+@pytest.mark.parametrize('case', TWIN_CASES, ids=str)
+def test_summary_compute_twin_in_onnxruntime(case, with_norm, tmp_path):
+    """One FSConv (and its BatchNorm, folded) as SummaryComputeTwin, exported
+    and tidied: onnxruntime equals the layer (and BN) in PyTorch."""
+    kernel, stride, padding, dilation, mode, opts = case
+    torch.manual_seed(0)
+    layer = FSConv(12, 20, kernel, stride, padding, dilation,
+                   padding_mode=mode, **opts).eval()
+    norm = _randomize_bn(torch.nn.BatchNorm2d(20)) if with_norm else None
+    twin = ox.SummaryComputeTwin(layer, norm=norm).eval()
+    x = torch.randn(2, 12, 13, 11)
+    with torch.no_grad():
+        want = layer(x) if norm is None else norm(layer(x))
+        torch.testing.assert_close(twin(x), want, atol=1e-5, rtol=1e-4)
+    path = tmp_path / 'twin.onnx'
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(twin, (x[:1], ), str(path), dynamo=False,
+                          input_names=['inputs'], output_names=['y'],
+                          dynamic_axes={'inputs': {0: 'n'}, 'y': {0: 'n'}},
+                          opset_version=wf.DEFAULT_OPSET,
+                          do_constant_folding=False)
+    proto = onnx.load(str(path))
+    count = ox.tidy_graph(proto.graph, wf.DEFAULT_OPSET)
+    assert count['nodes'][1] < count['nodes'][0]
+    onnx.checker.check_model(proto)
+    assert not any(n.domain for n in proto.graph.node)
+    assert not {n.op_type for n in proto.graph.node} & {'Unsqueeze', 'Shape'}
+    onnx.save(proto, str(path))
+    for level in LEVELS:
+        (got, ) = _run(path, x, level)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+def _randomize_bn(norm):
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        norm.running_mean.normal_(0, 0.1, generator=g)
+        norm.running_var.uniform_(0.5, 2.0, generator=g)
+        norm.weight.uniform_(0.5, 1.5, generator=g)
+        norm.bias.normal_(0, 0.1, generator=g)
+    return norm.eval()
+
+
+def test_summary_compute_twin_refuses_what_cannot_compute_from_summary():
+    with pytest.raises(ValueError, match='layout'):
+        ox.SummaryComputeTwin(FSConv(8, 8, 3, layout='1d'))
+    assert not ox.computes_from_summary(_dfs_moved(FSConv(8, 8, 3, dfs_radius=1)))
+    assert not ox.computes_from_summary(FSLinear(8, 4))
+    assert ox.computes_from_summary(FSConv(8, 8, 3))
+
+
+def test_mode_error_lists_the_summary_mode(demo_model, tmp_path):
+    with pytest.raises(ValueError, match=r"mode must be one of \('fs', 'wq', "
+                       r"'baked', 'summary'\), got 'sum'"):
+        ox.export_onnx(demo_model, str(tmp_path / 'a.onnx'), mode='sum')
+    with pytest.raises(ValueError, match='mode must be one of'):
+        ox.payload_bytes(demo_model, 'sum')
+    assert ox.payload_bytes(demo_model, 'summary') == ox.payload_bytes(
+        demo_model, 'fs')
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.e2e
+def test_tool_exports_summary_compute_and_verifies(demo_checkpoint, tmp_path):
+    """The real command line on the demo's model: --summary-compute --verify."""
+    out = tmp_path / 'demo_summary.onnx'
+    result = run_tool('tools/export_onnx.py', DEMO_CONFIG, demo_checkpoint,
+                      out, '--summary-compute', '--verify')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'{out}: {out.stat().st_size:,} bytes, mode summary' in result.stdout
+    assert ('35 FS layers: 35 FSConvs computed from their summaries in '
+            'standard ops\n') in result.stdout
+    assert 'verified in onnxruntime' in result.stdout
+    assert os.listdir(tmp_path) == ['demo_summary.onnx']
+    proto = onnx.load(str(out))
+    assert not any(n.domain for n in proto.graph.node)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta[ox.META_MODE] == 'summary'
+
+
+@pytest.mark.parametrize('other', ['--wq', '--baked'])
+def test_tool_refuses_summary_compute_with_another_mode(
+        demo_checkpoint, tmp_path, capsys, other):
+    out = tmp_path / 'm.onnx'
+    with pytest.raises(SystemExit) as exc:
+        tool.main([str(DEMO_CONFIG), str(demo_checkpoint), str(out),
+                   '--summary-compute', other])
+    assert exc.value.code == 2  # argparse: the group is mutually exclusive
+    assert (f'argument {other}: not allowed with argument --summary-compute'
+            in capsys.readouterr().err)
+    assert os.listdir(tmp_path) == []
 
 
 # ------------------------------------------------------------ tool, sizes

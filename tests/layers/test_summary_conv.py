@@ -6,6 +6,7 @@ option; the operation counts against hand counts from the geometry."""
 import copy
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -19,7 +20,9 @@ from fsnet_mmdet.layers.index import filter_index
 from fsnet_mmdet.layers.summary_conv import (MIN_CHANNELS, MIN_MAC_RATIO,
                                              _layout, choose_compute,
                                              filter_macs, summary_conv2d,
-                                             summary_macs)
+                                             summary_conv2d_unrolled,
+                                             summary_macs, summary_weight,
+                                             summary_weight_tiled)
 from fsnet_mmdet.layers.wq import fake_quantize
 from references import channel_of
 
@@ -528,3 +531,95 @@ def test_model_flops_counts_the_convolutions_the_layer_runs(compute, monkeypatch
         torch.zeros(1, 256, 40, 40)))
     dense = 3 * 256 * 1600 + 256 * 256 * 9 * 1600
     assert ran == (3 * 256 * 1600 + 256 * 1024 * 1600 if summary_path else dense)
+
+
+# ------------------------------------------------ the exportable form
+#: (in, out, kernel, FS options) of the unrolled form's cases.
+UNROLLED_GEOMETRIES = [
+    (8, 16, 3, {}),                                   # 3x3, K1 x K2 = 2 x 4
+    (8, 24, 3, {'interleave': 4}),                    # interleave > 1
+    (8, 8, 3, {'strides': (1, 3, 4)}),                # x = 1: rolls by 1, 2
+    (12, 20, 5, {'sampling': (2, 5, 2)}),             # 5x5
+    (12, 20, 5, {'sampling': (2, 5, 2), 'interleave': 5}),
+]
+#: (stride, padding, dilation, padding_mode): every combination of stride
+#: 1 / 2, padding 0 / 1 / 2, dilation 1 / 2, zeros / reflect / circular.
+UNROLLED_SETTINGS = list(itertools.product(
+    (1, 2), (0, 1, 2), (1, 2), ('zeros', 'reflect', 'circular')))
+
+
+@pytest.mark.parametrize('with_bias', [False, True], ids=['no_bias', 'bias'])
+@pytest.mark.parametrize('setting', UNROLLED_SETTINGS, ids=str)
+@pytest.mark.parametrize('case', range(len(UNROLLED_GEOMETRIES)))
+def test_unrolled_equals_summary_conv_and_dense_conv(case, setting, with_bias):
+    cin, cout, kernel, opts = UNROLLED_GEOMETRIES[case]
+    g = _geometry(cin, cout, kernel, opts)
+    stride, padding, dilation, mode = setting
+    gen = torch.Generator().manual_seed(case)
+    x = torch.randn(2, cin, 9, 10, generator=gen, dtype=torch.float64)
+    summary = torch.randn(g.summary_shape, generator=gen, dtype=torch.float64)
+    bias = torch.randn(cout, generator=gen, dtype=torch.float64) if with_bias else None
+    args = (x, summary, g, bias, stride, padding, dilation, mode)
+    out = summary_conv2d_unrolled(*args)
+    torch.testing.assert_close(out, summary_conv2d(*args), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, dense_reference(*args), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('case', range(len(GEOMETRIES)))
+def test_unrolled_on_the_other_geometries_and_settings(case):
+    """Every geometry and setting of the first test (1x3, 1x1, C = 3, Cm < C,
+    fsnet1 / fsnet2, 'same', replicate, per-axis stride), in float32."""
+    cin, cout, kernel, opts = GEOMETRIES[case]
+    g = _geometry(cin, cout, kernel, opts)
+    torch.manual_seed(case)
+    x, summary = torch.randn(2, cin, 9, 10), torch.randn(g.summary_shape)
+    bias = torch.randn(cout) if case % 2 else None
+    for stride, padding, dilation, mode in SETTINGS:
+        args = (x, summary, g, bias, stride, padding, dilation, mode)
+        out = summary_conv2d_unrolled(*args)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, summary_conv2d(*args), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out, dense_reference(*args), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('case', range(len(GEOMETRIES)))
+def test_tiled_weight_is_the_gathered_weight(case):
+    g = _geometry(*GEOMETRIES[case])
+    summary = torch.randn(g.summary_shape)
+    assert torch.equal(summary_weight_tiled(summary, g), summary_weight(summary, g))
+
+
+def test_unrolled_traces_without_python_ops_and_keeps_the_batch_dynamic():
+    """A trace (what the ONNX exporter records) of the unrolled form holds
+    aten ops only, none in place (summary_conv2d's custom autograd Function
+    does not even trace), and runs another batch size."""
+    g = resolve_geometry(8, 24, (3, 3), interleave=4)
+    torch.manual_seed(0)
+    x, summary, bias = torch.randn(1, 8, 7, 6), torch.randn(g.summary_shape), torch.randn(24)
+    args = (summary, g, bias, 2, 1, 1, 'reflect')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # TracerWarnings: H, W are constants
+        traced = torch.jit.trace(lambda t: summary_conv2d_unrolled(t, *args), x)
+    kinds = {n.kind() for n in traced.graph.nodes()}
+    assert {'aten::_convolution', 'aten::slice', 'aten::add'} <= kinds, kinds
+    assert all(k.startswith(('aten::', 'prim::Constant', 'prim::ListConstruct'))
+               for k in kinds), kinds
+    assert not any(k.endswith('_') for k in kinds), kinds  # nothing in place
+    batch = torch.randn(3, 8, 7, 6)
+    torch.testing.assert_close(traced(batch), summary_conv2d(batch, *args),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_unrolled_unbatched_and_gradcheck():
+    g = resolve_geometry(4, 8, (3, 3), interleave=4)
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    summary = torch.randn(g.summary_shape, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    args = (g, bias, (1, 2), 1, (2, 1), 'circular')
+    torch.testing.assert_close(summary_conv2d_unrolled(x[0], summary, *args),
+                               summary_conv2d(x[0], summary, *args))
+
+    def fn(x, summary, bias):
+        return summary_conv2d_unrolled(x, summary, g, bias, *args[2:])
+    assert torch.autograd.gradcheck(fn, (x, summary, bias))
