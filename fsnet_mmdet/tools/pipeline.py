@@ -56,6 +56,11 @@ def _exec_script(script: str, args: List[str], stdout: Optional[str],
             os.close(target)
     sys.argv = [script, *args]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
+    try:  # its name in ps / top / pgrep (the command line stays the starter's)
+        with open('/proc/self/comm', 'w') as comm:
+            comm.write(os.path.basename(script)[:15])
+    except OSError:
+        pass
     code = 0
     try:
         runpy.run_path(script, run_name='__main__')
