@@ -265,6 +265,20 @@ def _ancestor_initializers(graph, value, inits, producers):
     return found
 
 
+def _summary_of_each_conv(graph, convs, inits, producers) -> set:
+    """The summaries the convs' weights are computed from: each conv's
+    weight is no initializer and descends from exactly one summary."""
+    summaries = set()
+    for conv in convs:
+        assert conv.input[1] not in inits
+        sources = {s for s in _ancestor_initializers(graph, conv.input[1],
+                                                     inits, producers)
+                   if s.endswith('.summary')}
+        assert len(sources) == 1, conv.name
+        summaries |= sources
+    return summaries
+
+
 def test_graph_holds_summaries_not_weights(fs_onnx, fs_model):
     proto = onnx.load(str(fs_onnx))
     graph = proto.graph
@@ -287,14 +301,7 @@ def test_graph_holds_summaries_not_weights(fs_onnx, fs_model):
     producers = _producers(graph)
     convs = [n for n in graph.node if n.op_type == 'Conv']
     assert len(convs) == len(layers) == 35
-    summaries = set()
-    for conv in convs:
-        assert conv.input[1] not in inits
-        sources = {s for s in _ancestor_initializers(graph, conv.input[1],
-                                                     inits, producers)
-                   if s.endswith('.summary')}
-        assert len(sources) == 1
-        summaries |= sources
+    summaries = _summary_of_each_conv(graph, convs, inits, producers)
     assert summaries == {f'{name}.summary' for name in layers}
     functions = {f.name for f in proto.functions}
     assert functions == {'Grid'}
@@ -495,16 +502,10 @@ def test_summary_export_computes_from_summaries_in_standard_ops(
     producers = _producers(graph)
     convs = [n for n in graph.node if n.op_type == 'Conv']
     assert len(convs) == len(layers)
-    summaries = set()
     for conv in convs:
         kernel = [a for a in conv.attribute if a.name == 'kernel_shape'][0]
         assert list(kernel.ints) == [1, 1]  # stage 1
-        assert conv.input[1] not in inits
-        sources = {s for s in _ancestor_initializers(graph, conv.input[1],
-                                                     inits, producers)
-                   if s.endswith('.summary')}
-        assert len(sources) == 1
-        summaries |= sources
+    summaries = _summary_of_each_conv(graph, convs, inits, producers)
     assert summaries == {f'{name}.summary' for name in layers}
     # tidy_graph: no shape arithmetic on constants left, one Slice per tap
     # (+ at most the stage-1 slice and the two circular extensions a layer).
