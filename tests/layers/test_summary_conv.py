@@ -112,16 +112,22 @@ def _geometry(cin, cout, kernel, opts):
     return resolve_geometry(cin, cout, kernel, **opts)
 
 
+def _float64_inputs(case, g, cout, with_bias):
+    """Seeded float64 input (2, C, 9, 10), summary and optional bias."""
+    gen = torch.Generator().manual_seed(case)
+    x = torch.randn(2, g.in_channels, 9, 10, generator=gen, dtype=torch.float64)
+    summary = torch.randn(g.summary_shape, generator=gen, dtype=torch.float64)
+    bias = torch.randn(cout, generator=gen, dtype=torch.float64) if with_bias else None
+    return x, summary, bias
+
+
 @pytest.mark.parametrize('case', range(len(GEOMETRIES)))
 @pytest.mark.parametrize('setting', SETTINGS, ids=str)
 def test_equals_dense_conv_and_the_loop_float64(case, setting):
     cin, cout, kernel, opts = GEOMETRIES[case]
     g = _geometry(cin, cout, kernel, opts)
     stride, padding, dilation, mode = setting
-    gen = torch.Generator().manual_seed(case)
-    x = torch.randn(2, cin, 9, 10, generator=gen, dtype=torch.float64)
-    summary = torch.randn(g.summary_shape, generator=gen, dtype=torch.float64)
-    bias = torch.randn(cout, generator=gen, dtype=torch.float64) if case % 2 else None
+    x, summary, bias = _float64_inputs(case, g, cout, with_bias=bool(case % 2))
     out = summary_conv2d(x, summary, g, bias, stride, padding, dilation, mode)
     args = (x, summary, g, bias, stride, padding, dilation, mode)
     torch.testing.assert_close(out, dense_reference(*args), rtol=1e-12, atol=1e-12)
@@ -555,10 +561,7 @@ def test_unrolled_equals_summary_conv_and_dense_conv(case, setting, with_bias):
     cin, cout, kernel, opts = UNROLLED_GEOMETRIES[case]
     g = _geometry(cin, cout, kernel, opts)
     stride, padding, dilation, mode = setting
-    gen = torch.Generator().manual_seed(case)
-    x = torch.randn(2, cin, 9, 10, generator=gen, dtype=torch.float64)
-    summary = torch.randn(g.summary_shape, generator=gen, dtype=torch.float64)
-    bias = torch.randn(cout, generator=gen, dtype=torch.float64) if with_bias else None
+    x, summary, bias = _float64_inputs(case, g, cout, with_bias)
     args = (x, summary, g, bias, stride, padding, dilation, mode)
     out = summary_conv2d_unrolled(*args)
     torch.testing.assert_close(out, summary_conv2d(*args), rtol=1e-12, atol=1e-12)
