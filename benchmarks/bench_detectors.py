@@ -119,6 +119,10 @@ VARIANTS: Dict[str, tuple] = {
                       dict(fs_convert=dict(exclude=['bbox_head.*']))),
     # The classification predictors left dense (the detector's own list).
     'fs-dense-cls': ('FS, classification predictors left dense', True, {}),
+    # The head's convs at half the summary compression (K3 halved, Eq. 1).
+    'fs-head-half': ('FS, head at half compression', True,
+                     dict(fs_convert=dict(rules=[dict(pattern='bbox_head.*',
+                                                      k3_scale=0.5)]))),
 }
 MAIN = ('dense', 'fs', 'thin')
 

@@ -160,3 +160,24 @@ def test_dense_cls_variant_keeps_exactly_the_classification_predictors(
                 'rtmdet': [f'bbox_head.rtm_cls.{i}' for i in range(3)],
                 'faster-rcnn': ['roi_head.bbox_head.fc_cls', 'rpn_head.rpn_cls']}
     assert dense == expected[detector]
+
+
+def test_head_half_variant_halves_only_the_head_towers_compression(tmp_path):
+    """bench_detectors' fs-head-half: the head's 3x3 summaries twice the fs
+    variant's (K3 halved, Eq. 1); every other summary the same."""
+    bench = _bench()
+    det = bench.DETECTORS['rtmdet']
+    summaries = {}
+    for variant in ('fs', 'fs-head-half'):
+        path = tmp_path / f'{variant}.py'
+        path.write_text(bench.config_text(det, variant, 0, 20, str(tmp_path)))
+        model = build_detector(load_config(path))
+        summaries[variant] = {n: m.summary.numel() for n, m in
+                              model.named_modules() if isinstance(m, FSConv)}
+    fs, half = summaries['fs'], summaries['fs-head-half']
+    assert fs.keys() == half.keys()
+    towers = [n for n in fs if n.startswith('bbox_head.')
+              and '_convs.' in n]
+    assert towers
+    for name in fs:
+        assert half[name] == (2 * fs[name] if name in towers else fs[name]), name
