@@ -38,15 +38,17 @@ into dense layers (``to_conv2d``), constant folding on (BN folded into the
 convs), what ``tools/bake.py`` + ``torch.onnx.export`` give.
 
 Mode ``'summary'`` (``tools/export_onnx.py --summary-compute``) keeps the
-fp32 summaries and the summary path's compute: every FSConv that can
-compute from its summary (:func:`computes_from_summary`) becomes a
+fp32 summaries and the summary path's compute: every FSConv whose summary
+path runs fewer operations than its dense conv at the export's input size
+(:func:`summary_compute_layers`; ``summary_layers='all'``: every FSConv that
+can, :func:`computes_from_summary`) becomes a
 :class:`SummaryComputeTwin` whose forward is
 :func:`~fsnet_mmdet.layers.summary_conv.summary_conv2d_unrolled`, traced into
 standard ops only (stage 1: Transpose / Tile / Slice / Reshape of the summary,
 which a runtime folds into the 1x1 weight once, and a 1x1 Conv; Pad, one
 Concat per rolled axis, one Slice per tap, Add); other summary layers
-(FSLinear, 1D layout, DFSNet-moved filters) keep the ``fsnet`` node of mode
-``'fs'``. :func:`tidy_graph` then folds the exporter's constant shape
+(FSLinear, 1D layout, DFSNet-moved filters, 1x1 and most stride-2 convs)
+keep the ``fsnet`` node of mode ``'fs'``. :func:`tidy_graph` then folds the exporter's constant shape
 arithmetic and merges its per-axis slices, so the file stays near the
 ``'fs'`` file's size.
 """
@@ -66,7 +68,8 @@ from torch import Tensor, nn
 from ..conversion.checkpoints import fs_layers
 from ..layers.fsconv import FSConv
 from ..layers.summary import SummaryWeightMixin
-from ..layers.summary_conv import summary_conv2d_unrolled
+from ..layers.summary_conv import (filter_macs, summary_conv2d_unrolled,
+                                   summary_macs)
 from ..layers.wq import dequantize, quantize
 from ..utils.io import atomic_path, check_output_path
 from .weight_functions import (DEFAULT_OPSET, DOMAIN, WeightProgram,
@@ -77,6 +80,11 @@ from .weight_functions import (DEFAULT_OPSET, DOMAIN, WeightProgram,
 #: Export modes: summaries in fp32, summaries as 8-bit codes (WQ), dense,
 #: summaries in fp32 with the FS convs computed from them (standard ops).
 MODES = ('fs', 'wq', 'baked', 'summary')
+#: Which FSConvs mode ``'summary'`` computes from their summaries:
+#: ``'fewer-ops'`` those whose summary path runs fewer operations at the
+#: export's input size (:func:`summary_compute_layers`), ``'all'`` every one
+#: that can (:func:`computes_from_summary`).
+SUMMARY_LAYERS = ('fewer-ops', 'all')
 #: The command that installs what this module needs.
 INSTALL_HINT = "pip install -e '.[deploy]'  (the onnx and onnxruntime packages)"
 #: Name of the graph's input.
@@ -327,7 +335,9 @@ class RawOutputs(nn.Module):
                      for t in group)
 
 
-def exportable(model: nn.Module, mode: str = 'fs') -> RawOutputs:
+def exportable(model: nn.Module, mode: str = 'fs',
+               input_shape: Sequence[int] = (1, 3, 300, 300),
+               summary_layers: str = 'fewer-ops') -> RawOutputs:
     """A copy of the model, in eval mode, as the module :func:`export_onnx` traces.
 
     Args:
@@ -335,19 +345,31 @@ def exportable(model: nn.Module, mode: str = 'fs') -> RawOutputs:
         mode: ``'fs'`` or ``'wq'``: every summary layer becomes a
             :class:`SummaryTwin` (fp32 summary or 8-bit codes), with the
             BatchNorm that follows it folded in (:func:`foldable_norms`);
-            ``'summary'``: every FSConv that can compute from its summary
-            (:func:`computes_from_summary`) becomes a
+            ``'summary'``: the FSConvs ``summary_layers`` picks become
             :class:`SummaryComputeTwin`, the other summary layers (FSLinear,
-            1D layout, DFSNet-moved filters) :class:`SummaryTwin` as in
-            ``'fs'``, BNs folded alike; ``'baked'``: a dense ``nn.Conv2d`` /
-            ``nn.Linear`` with the extracted weight (the exporter folds the
-            BN).
+            1D layout, DFSNet-moved filters, and with ``'fewer-ops'`` the
+            FSConvs whose summary path costs more, e.g. 1x1 and stride-2
+            layers) :class:`SummaryTwin` as in ``'fs'``, BNs folded alike;
+            ``'baked'``: a dense ``nn.Conv2d`` / ``nn.Linear`` with the
+            extracted weight (the exporter folds the BN).
+        input_shape: (N, 3, H, W) of the example input (mode ``'summary'``
+            with ``'fewer-ops'``: the layers' input sizes follow from it).
+        summary_layers: one of :data:`SUMMARY_LAYERS` (mode ``'summary'``).
 
     Returns:
         :class:`RawOutputs` of the copy (the model itself is not changed).
     """
     _check_mode(mode)
+    if summary_layers not in SUMMARY_LAYERS:
+        raise ValueError(f'summary_layers must be one of {SUMMARY_LAYERS}, '
+                         f'got {summary_layers!r}')
     twin = copy.deepcopy(model).cpu().float().eval()
+    computed = set()
+    if mode == 'summary':
+        computed = (set(summary_compute_layers(twin, input_shape))
+                    if summary_layers == 'fewer-ops' else
+                    {n for n, m in twin.named_modules()
+                     if computes_from_summary(m)})
     folds = foldable_norms(twin) if mode != 'baked' else {}
     for name in fs_layers(twin):
         layer = twin.get_submodule(name)
@@ -357,9 +379,8 @@ def exportable(model: nn.Module, mode: str = 'fs') -> RawOutputs:
         else:
             module, norm_name = folds.get(name, (None, None))
             norm = getattr(module, norm_name) if module is not None else None
-            new = (SummaryComputeTwin(layer, norm=norm)
-                   if mode == 'summary' and computes_from_summary(layer) else
-                   SummaryTwin(layer, wq=mode == 'wq', norm=norm))
+            new = (SummaryComputeTwin(layer, norm=norm) if name in computed
+                   else SummaryTwin(layer, wq=mode == 'wq', norm=norm))
             if module is not None:  # folded into the twin
                 setattr(module, norm_name, nn.Identity())
                 module.efficient_conv_bn_eval_forward = None
@@ -372,6 +393,53 @@ def computes_from_summary(layer: nn.Module) -> bool:
     FSConv of the 3D layout whose filters are on the grid (not searching,
     no DFSNet-moved filters; FSConv's ``_summary_blocker``)."""
     return isinstance(layer, FSConv) and layer._summary_blocker() is None
+
+
+def summary_compute_layers(detector: nn.Module,
+                           input_shape: Sequence[int]) -> List[str]:
+    """The FSConvs whose summary path runs fewer operations than their filters.
+
+    Runs the detector's network once on zeros of ``input_shape`` and keeps
+    each FSConv that can compute from its summary
+    (:func:`computes_from_summary`) where, at the input size it sees,
+    :func:`~fsnet_mmdet.layers.summary_conv.summary_macs` (stage 1's
+    multiply-adds plus stage 2's additions) is below
+    :func:`~fsnet_mmdet.layers.summary_conv.filter_macs` (the dense conv's
+    multiply-adds), at every call of a layer shared between calls. 1x1
+    layers never qualify (stage 1 alone is the dense conv's count); stride-2
+    layers rarely (stage 1 runs at every input position, 4x the outputs).
+    A count of operations, not a timing: how fast a runtime runs each graph
+    is what ``benchmarks/bench_onnx.py`` measures.
+
+    Args:
+        detector: a single-stage detector (``_forward`` gives its network).
+        input_shape: (N, 3, H, W).
+
+    Returns:
+        Module names, in the model's order.
+    """
+    names = {m: n for n, m in detector.named_modules()
+             if computes_from_summary(m)}
+    fewer: Dict[str, bool] = {}
+
+    def count(layer: FSConv, args, output) -> None:
+        g, in_hw, out_hw = layer.geometry, tuple(args[0].shape[-2:]), tuple(
+            output.shape[-2:])
+        ops = summary_macs(g, in_hw, out_hw, layer.stride,
+                           padding=layer.padding, dilation=layer.dilation,
+                           padding_mode=layer.padding_mode)
+        name = names[layer]
+        fewer[name] = fewer.get(name, True) and (
+            ops.total < filter_macs(g, out_hw).total)
+
+    handles = [m.register_forward_hook(count) for m in names]
+    try:
+        with torch.no_grad():
+            detector._forward(torch.zeros(tuple(input_shape)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [n for n in names.values() if fewer.get(n, False)]
 
 
 def output_groups(detector: nn.Module, inputs: Tensor) -> List[int]:
@@ -649,7 +717,8 @@ def export_onnx(model: nn.Module,
                 out: str,
                 mode: str = 'fs',
                 input_shape: Sequence[int] = (1, 3, 300, 300),
-                opset: int = DEFAULT_OPSET) -> ExportReport:
+                opset: int = DEFAULT_OPSET,
+                summary_layers: str = 'fewer-ops') -> ExportReport:
     """Export a single-stage detector's network to ONNX, atomically.
 
     Args:
@@ -657,13 +726,17 @@ def export_onnx(model: nn.Module,
         out: the ONNX file to write.
         mode: ``'fs'`` (summaries in fp32), ``'wq'`` (8-bit summaries,
             FSNet-WQ), ``'baked'`` (dense weights, BN folded) or
-            ``'summary'`` (summaries in fp32; every FSConv that can is
-            computed from its summary in standard ops,
-            :class:`SummaryComputeTwin`; the graph tidied by
+            ``'summary'`` (summaries in fp32; the FSConvs
+            ``summary_layers`` picks are computed from their summaries in
+            standard ops, :class:`SummaryComputeTwin`; the graph tidied by
             :func:`tidy_graph`).
         input_shape: (N, 3, H, W) of the example input; N is dynamic in the
             graph, H and W are fixed.
         opset: the ONNX opset (at least 15: model-local functions).
+        summary_layers: mode ``'summary'``: ``'fewer-ops'`` (default) the
+            FSConvs whose summary path runs fewer operations at this input
+            size (:func:`summary_compute_layers`), ``'all'`` every FSConv
+            that can (:func:`computes_from_summary`).
 
     Returns:
         The :class:`ExportReport`.
@@ -686,7 +759,7 @@ def export_onnx(model: nn.Module,
             15 <= opset <= 20):
         raise ValueError(f'opset must be an int in 15..20 (ONNX functions '
                          f'need 15), got {opset!r}')
-    module = exportable(model, mode)
+    module = exportable(model, mode, shape, summary_layers)
     computed = sum(isinstance(m, SummaryComputeTwin) for m in module.modules())
     # Mode 'summary' imports the fsnet domain only where a node uses it
     # (the exporter prints a warning on an unused one); the other modes as

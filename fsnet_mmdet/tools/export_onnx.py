@@ -11,6 +11,7 @@ from torch import nn
 
 from ..conversion.checkpoints import fs_layers
 from ..deploy.onnx_export import (DEFAULT_OPSET, INPUT_NAME, INSTALL_HINT,
+                                  SUMMARY_LAYERS,
                                   check_exportable,
                                   export_onnx, payload_bytes, require)
 from ..layers.wq import fake_quantize
@@ -109,12 +110,20 @@ def main(argv: Optional[List[str]] = None) -> None:
                       help='the ordinary export instead: dense weights '
                       '(tools/bake.py + torch.onnx.export), to compare')
     mode.add_argument('--summary-compute', action='store_true',
-                      help='compute every FSConv from its fp32 summary in '
+                      help='compute FSConvs from their fp32 summaries in '
                       'standard ONNX ops (a 1x1 Conv, one Slice per tap, '
                       'Adds: the summary path, fewer multiply-adds than the '
-                      'dense conv for stride-1 spatial kernels; no '
-                      'fsnet-domain node); FSLinear and FSConvs that cannot '
-                      '(1D layout, DFSNet-moved filters) as without the flag')
+                      'dense conv for stride-1 spatial kernels); FSLinear '
+                      'and FSConvs that cannot (1D layout, DFSNet-moved '
+                      'filters) or, with --summary-layers fewer-ops, would '
+                      'run more operations (1x1, most stride-2 layers) as '
+                      'without the flag')
+    parser.add_argument('--summary-layers', choices=SUMMARY_LAYERS,
+                        default='fewer-ops',
+                        help='with --summary-compute: fewer-ops (default) '
+                        'computes from the summary the FSConvs whose summary '
+                        'path runs fewer operations at the input size; all, '
+                        'every FSConv that can')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input image size (default: the size the '
                         'config\'s test pipeline resizes to)')
@@ -159,7 +168,8 @@ def _export(args: argparse.Namespace, mode: str) -> None:
         raise ValueError(f'{args.config}: {err}; {args.out} not written') from None
     load_into(model, args.checkpoint)
     shape = (1, 3, *size)
-    report = export_onnx(model, args.out, mode, shape, args.opset)
+    report = export_onnx(model, args.out, mode, shape, args.opset,
+                         args.summary_layers)
     payload = payload_bytes(model, mode)
     print(f'{args.out}: {report.bytes:,} bytes, mode {mode}, input '
           f'(N, 3, {size[0]}, {size[1]}), outputs {len(report.output_names)}')

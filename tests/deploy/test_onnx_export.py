@@ -449,7 +449,8 @@ def _taps(layer):
 def summary_export(demo_model, tmp_path_factory):
     """The demo's FS model in mode 'summary': (path, report)."""
     path = tmp_path_factory.mktemp('summary') / 'demo_summary.onnx'
-    report = ox.export_onnx(demo_model, str(path), mode='summary')
+    report = ox.export_onnx(demo_model, str(path), mode='summary',
+                            summary_layers='all')
     assert report.bytes == path.stat().st_size
     return path, report
 
@@ -474,7 +475,8 @@ def test_summary_export_matches_pytorch(summary_export, demo_model,
 
 def test_summary_export_computes_from_summaries_in_standard_ops(
         summary_export, demo_model):
-    """Every FSConv of the demo model is computed from its summary: no
+    """``summary_layers='all'``: every FSConv of the demo model is computed
+    from its summary: no
     fsnet node or function, one 1x1 Conv (stage 1) per layer whose weight
     comes from exactly that layer's summary, one Slice per tap (and the
     circular extensions), no dense weight stored, no BatchNorm left."""
@@ -546,19 +548,67 @@ def test_summary_mode_falls_back_to_the_weight_function(demo_model, voc_inputs,
                                                         tmp_path):
     mixed = _mixed_demo(demo_model)
     twins = {name: type(module).__name__ for name, module in
-             ox.exportable(mixed, 'summary').detector.named_modules()
+             ox.exportable(mixed, 'summary', summary_layers='all'
+                           ).detector.named_modules()
              if isinstance(module, (ox.SummaryTwin, ox.SummaryComputeTwin))}
     assert twins.pop('bbox_head.reg_convs.5.0') == 'SummaryTwin'
     assert twins.pop('bbox_head.reg_convs.4.0') == 'SummaryTwin'
     assert set(twins.values()) == {'SummaryComputeTwin'} and len(twins) == 33
     path = tmp_path / 'mixed.onnx'
-    report = ox.export_onnx(mixed, str(path), mode='summary')
+    report = ox.export_onnx(mixed, str(path), mode='summary',
+                            summary_layers='all')
     assert report.functions == ['Block3', 'Segment']
     assert report.summary_compute == 33 and report.fs_layers == 35
     graph = onnx.load(str(path)).graph
     assert sorted(n.op_type for n in graph.node if n.domain) == ['Block3', 'Segment']
     for got, want in zip(_run(path, voc_inputs, 'all'), _raw(mixed, voc_inputs)):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+#: The demo model's FSConvs that run fewer operations from the summary at
+#: 300 x 300: every 3x3 stride-1 conv of the backbone and the head.
+FEWER_OPS = ([f'backbone.features.conv{b}_{i}.conv' for b, n in
+              ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)]
+             + ['backbone.features.fc6.conv']
+             + [f'bbox_head.{kind}_convs.{level}.0' for kind in ('cls', 'reg')
+                for level in range(6)])
+
+
+def test_summary_layers_fewer_ops_picks_by_operation_count(demo_model):
+    """1x1 convs (stage 1 alone costs the dense conv's C K) and stride-2
+    convs (stage 1 at every input position: 4x the outputs) keep their
+    weight function, and so do the two unpadded 3x3 extra layers, whose
+    stage 1 runs on more input positions than they have outputs; by hand
+    for the last one (3 x 3 input, one output pixel)."""
+    chosen = ox.summary_compute_layers(demo_model, (1, 3, 300, 300))
+    assert chosen == FEWER_OPS
+    layer = demo_model.get_submodule('neck.extra_layers.3.1.conv')
+    assert (layer.kernel_size, layer.stride, layer.padding) == ((3, 3), (1, 1),
+                                                                (0, 0))
+    k, x, y = layer.out_channels, *layer.geometry.strides[:2]
+    dense = layer.in_channels * 9 * k * 1  # one output pixel
+    summary = layer.in_channels * k * x * y * 9 + 9 * k  # 9 input positions
+    assert summary > dense
+
+
+def test_summary_layers_fewer_ops_export_matches_pytorch(demo_model,
+                                                         voc_inputs, tmp_path):
+    """The default export: the FEWER_OPS convs in standard ops (one 1x1
+    stage-1 Conv each), the other nine FS layers by their weight function."""
+    path = tmp_path / 'fewer.onnx'
+    report = ox.export_onnx(demo_model, str(path), mode='summary')
+    assert (report.summary_compute, report.fs_layers) == (len(FEWER_OPS), 35)
+    assert report.functions
+    graph = onnx.load(str(path)).graph
+    assert sum(n.domain == wf.DOMAIN for n in graph.node) == 35 - len(FEWER_OPS)
+    for level in LEVELS:
+        for got, want in zip(_run(path, voc_inputs, level),
+                             _raw(demo_model, voc_inputs)):
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+    with pytest.raises(ValueError, match='summary_layers must be one of'):
+        ox.export_onnx(demo_model, str(tmp_path / 'x.onnx'), mode='summary',
+                       summary_layers='some')
+    assert not (tmp_path / 'x.onnx').exists()
 
 
 #: (kernel, stride, padding, dilation, padding_mode, FS options) of single
@@ -645,12 +695,14 @@ def test_tool_exports_summary_compute_and_verifies(demo_checkpoint, tmp_path):
                       out, '--summary-compute', '--verify')
     assert result.returncode == 0, result.stderr[-3000:]
     assert f'{out}: {out.stat().st_size:,} bytes, mode summary' in result.stdout
-    assert ('35 FS layers: 35 FSConvs computed from their summaries in '
-            'standard ops\n') in result.stdout
+    assert (f'35 FS layers: {len(FEWER_OPS)} FSConvs computed from their '
+            f'summaries in standard ops, {35 - len(FEWER_OPS)} with weights '
+            f'computed in the graph from their summaries (functions '
+            ) in result.stdout
     assert 'verified in onnxruntime' in result.stdout
     assert os.listdir(tmp_path) == ['demo_summary.onnx']
     proto = onnx.load(str(out))
-    assert not any(n.domain for n in proto.graph.node)
+    assert sum(bool(n.domain) for n in proto.graph.node) == 35 - len(FEWER_OPS)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta[ox.META_MODE] == 'summary'
 
