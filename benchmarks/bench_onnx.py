@@ -251,6 +251,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--demo-label', default='demo (trained)',
                         help='what the demo checkpoint is, for the table '
                         '(e.g. "demo (converted from the dense teacher)")')
+    parser.add_argument('--demo-random', action='store_true',
+                        help='the demo model with seeded random weights '
+                        'instead of a checkpoint (bytes and latency do not '
+                        'depend on the weights\' values)')
     parser.add_argument('--no-full', action='store_true',
                         help='skip FSNet-1 at full width')
     parser.add_argument('--reps', type=int, default=30,
@@ -279,6 +283,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         models['demo (random weights)'] = (DEMO_CONFIG, None)
         args.out_dir = tempfile.mkdtemp(prefix='bench_onnx_quick_')
         args.docs = None
+    elif args.demo_random:
+        models['demo (random weights)'] = (DEMO_CONFIG, None)
     else:
         checkpoint = os.path.join(ROOT, args.demo_checkpoint)
         if not os.path.isfile(checkpoint):
@@ -286,8 +292,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                              f'python tools/demo.py) first, or give '
                              f'--demo-checkpoint')
         models[args.demo_label] = (DEMO_CONFIG, checkpoint)
-        if not args.no_full:
-            models['FSNet-1 (random weights)'] = (FULL_CONFIG, None)
+    if not (args.quick or args.no_full):
+        models['FSNet-1 (random weights)'] = (FULL_CONFIG, None)
 
     header = dict(
         date=datetime.date.today().isoformat(),
