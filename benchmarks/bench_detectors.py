@@ -104,6 +104,8 @@ VARIANTS: Dict[str, tuple] = {
     'dense': ('dense', False, {}),
     'fs': ('FS (fs_convert)', True, {}),
     'thin': ("dense thinned to FS's parameters", False, {}),
+    'thin-dense-head': ("dense thinned to the parameters of FS with the head "
+                        "left dense", False, {}),
     # Diagnosis (docs/detectors.md): one change each.
     'fs-grid': ('FS, predictors in grid order', True, _GRID),
     'dense-nogn': ('dense, no GN in the head', False, _NO_GN),
@@ -125,6 +127,8 @@ VARIANTS: Dict[str, tuple] = {
                                                       k3_scale=0.5)]))),
 }
 MAIN = ('dense', 'fs', 'thin')
+#: thin variants -> the FS variant whose stored parameters they match.
+THIN_OF = {'thin': 'fs', 'thin-dense-head': 'fs-dense-head'}
 
 
 def config_text(detector: Detector, variant: str, seed: int, iters: int,
@@ -144,7 +148,7 @@ def config_text(detector: Detector, variant: str, seed: int, iters: int,
             if 'linear' in options:
                 options['linear'] = dict(options['linear'], wq=True)
         model['fs_convert'] = options
-    if variant == 'thin':  # its own ``model = dict(...)``: nothing else
+    if variant in THIN_OF:  # its own ``model = dict(...)``: nothing else
         lines.append(detector.width(width).rstrip())
     elif model:  # one assignment: a second ``model =`` would replace it
         lines.append(f'model = {model!r}')
@@ -171,15 +175,18 @@ def stored_params(config: str) -> int:
     return counts(config).stored
 
 
-def thin_width(detector: Detector, work: str, data_root: str) -> float:
-    """Width of the thin dense model whose parameters are closest to FS's
-    (bisection on the width; channels round to multiples of 8); cached."""
-    cache = os.path.join(work, detector.name, 'thin_width.json')
+def thin_width(detector: Detector, work: str, data_root: str,
+               variant: str = 'thin') -> float:
+    """Width of the thin dense model whose parameters are closest to those
+    of the FS variant ``THIN_OF[variant]`` (bisection on the width; channels
+    round to multiples of 8); cached."""
+    suffix = '' if variant == 'thin' else '_' + THIN_OF[variant]
+    cache = os.path.join(work, detector.name, f'thin_width{suffix}.json')
     if os.path.exists(cache):
         return json.load(open(cache))['width']
     probe = os.path.join(work, detector.name, 'probe.py')
-    target = stored_params(_write(probe, config_text(detector, 'fs', 0, 10,
-                                                     data_root)))
+    target = stored_params(_write(probe, config_text(
+        detector, THIN_OF[variant], 0, 10, data_root)))
 
     def params(w: float) -> int:
         return stored_params(_write(probe, config_text(
@@ -203,7 +210,8 @@ def run_one(detector: Detector, variant: str, seed: int, iters: int,
     if os.path.exists(result_path):
         return json.load(open(result_path))
     start = time.time()
-    width = thin_width(detector, work, data_root) if variant == 'thin' else 1.0
+    width = (thin_width(detector, work, data_root, variant)
+             if variant in THIN_OF else 1.0)
     os.makedirs(run_dir, exist_ok=True)
     log = os.path.join(run_dir, 'log.txt')
     what = f'bench_detectors {detector.name} {variant} seed {seed}'

@@ -1,5 +1,6 @@
 """The detector recipes of configs/demo/ and their FS twins (issue 31)."""
 import importlib.util
+import json
 import math
 import sys
 
@@ -181,3 +182,21 @@ def test_head_half_variant_halves_only_the_head_towers_compression(tmp_path):
     assert towers
     for name in fs:
         assert half[name] == (2 * fs[name] if name in towers else fs[name]), name
+
+
+def test_thin_of_dense_head_matches_that_variants_parameters(tmp_path):
+    """thin-dense-head: the width whose dense model stores about as many
+    parameters as FS with the head left dense (cached apart from thin's)."""
+    bench = _bench()
+    det = bench.DETECTORS['retinanet']
+    width = bench.thin_width(det, str(tmp_path), str(tmp_path),
+                             'thin-dense-head')
+    cache = json.loads((tmp_path / 'retinanet' /
+                        'thin_width_fs-dense-head.json').read_text())
+    target = bench.stored_params(_write(tmp_path / 'fdh.py', bench.config_text(
+        det, 'fs-dense-head', 0, 20, str(tmp_path))))
+    assert cache['width'] == width and cache['target'] == target
+    thin = bench.stored_params(_write(tmp_path / 'thin.py', bench.config_text(
+        det, 'thin-dense-head', 0, 20, str(tmp_path), width=width)))
+    assert thin == cache['params'] and abs(thin - target) < 0.05 * target  # channels round to 8
+    assert not (tmp_path / 'retinanet' / 'thin_width.json').exists()
