@@ -1,4 +1,6 @@
 """Dense -> FS: least-squares summaries from a dense state dict, in code and tools/convert.py."""
+import fnmatch
+
 import pytest
 import torch
 from torch import nn
@@ -175,7 +177,8 @@ def test_runner_registry_builds_the_converted_model():
     cfg = load_config(ROOT / 'configs' / 'fsnet_rtmdet-tiny_coco.py')
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)
-    assert isinstance(model.bbox_head.rtm_cls[0], FSConv)
+    assert isinstance(model.backbone.stem[0].conv, FSConv)
+    assert type(model.bbox_head.rtm_cls[0]) is nn.Conv2d  # exclude=['bbox_head.*']
     assert model.bbox_head.cls_convs[1][0].conv is model.bbox_head.cls_convs[0][0].conv
     assert 'fs_convert' in cfg.model   # the config itself is left as it was
 
@@ -195,7 +198,7 @@ def test_unknown_fs_convert_key_is_refused():
     ('configs/fsnet_faster-rcnn_r50_fpn_voc.py', 4_641_620, 41_445_556, 0,
      {'rpn_head.rpn_reg': 4, 'roi_head.bbox_head.fc_reg': 4},
      'model.test_cfg.rcnn.score_thr'),
-    ('configs/fsnet_rtmdet-tiny_coco.py', 607_740, 4_896_168, 8,  # depthwise
+    ('configs/fsnet_rtmdet-tiny_coco.py', 923_820, 4_896_168, 8,  # depthwise
      {},  # one prior per location: grid order
      'model.test_cfg.score_thr'),
 ])
@@ -213,9 +216,17 @@ def test_detectors_switched_by_fs_convert(config, stored, dense, kept,
                   m.interleave) for n, m in model.named_modules()
               if isinstance(m, (FSConv, FSLinear))}
     assert {n: g for n, g in orders.items() if g > 1} == interleaved
-    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    dense_left = [m for m in layers if not isinstance(m, (FSConv, FSLinear))]
+    # Left dense: the grouped convs, and the head where the config excludes
+    # it (RTMDet: exclude=['bbox_head.*']).
+    excluded = tuple(cfg.model.fs_convert.get('exclude', ()))
+    dense_left = [m for n, m in model.named_modules()
+                  if isinstance(m, (nn.Conv2d, nn.Linear))
+                  and not isinstance(m, (FSConv, FSLinear))
+                  and not any(fnmatch.fnmatchcase(n, p) for p in excluded)]
     assert len(dense_left) == kept and all(m.groups > 1 for m in dense_left)
+    assert all(not isinstance(m, (FSConv, FSLinear)) for n, m in
+               model.named_modules()
+               if any(fnmatch.fnmatchcase(n, p) for p in excluded))
     pipeline = [dict(t, scale=(320, 320)) if t['type'] == 'Resize' else t
                 for t in cfg.test_pipeline]  # smaller images: CPU time
     data = voc_batch(pipeline)
