@@ -104,8 +104,6 @@ VARIANTS: Dict[str, tuple] = {
     'dense': ('dense', False, {}),
     'fs': ('FS (fs_convert)', True, {}),
     'thin': ("dense thinned to FS's parameters", False, {}),
-    'thin-dense-head': ("dense thinned to the parameters of FS with the head "
-                        "left dense", False, {}),
     # Diagnosis (docs/detectors.md): one change each.
     'fs-grid': ('FS, predictors in grid order', True, _GRID),
     'dense-nogn': ('dense, no GN in the head', False, _NO_GN),
@@ -119,6 +117,8 @@ VARIANTS: Dict[str, tuple] = {
                       dict(fs_convert=dict(exclude=['neck.*']))),
     'fs-dense-head': ('FS, head left dense', True,
                       dict(fs_convert=dict(exclude=['bbox_head.*']))),
+    'thin-dense-head': ("dense thinned to the parameters of FS with the head "
+                        "left dense", False, {}),
     # The classification predictors left dense (the detector's own list).
     'fs-dense-cls': ('FS, classification predictors left dense', True, {}),
     # The head's convs at half the summary compression (K3 halved, Eq. 1).
