@@ -539,6 +539,21 @@ def test_model_flops_counts_the_convolutions_the_layer_runs(compute, monkeypatch
     assert ran == (3 * 256 * 1600 + 256 * 1024 * 1600 if summary_path else dense)
 
 
+def test_auto_leaves_the_demo_models_flops_unchanged():
+    """docs/performance.md: at demo width 'auto' takes no layer off the
+    filters path in eval at 300 x 300, so the comparison table's FS FLOPs
+    are what FS runs with 'auto' too."""
+    from conftest import ROOT, build_detector, load_config
+    from fsnet_mmdet.compression.structure import model_flops
+    model = build_detector(load_config(ROOT / 'configs' / 'demo' /
+                                       'fsnet_ssd300_demo.py'))
+    before = model_flops(model)
+    for layer in model.modules():
+        if isinstance(layer, FSConv):
+            layer.compute = 'auto'
+    assert model_flops(model) == before == 2_061_760_896
+
+
 # ------------------------------------------------ the exportable form
 #: (in, out, kernel, FS options) of the unrolled form's cases.
 UNROLLED_GEOMETRIES = [
