@@ -48,9 +48,9 @@ standard ops only (stage 1: Transpose / Tile / Slice / Reshape of the summary,
 which a runtime folds into the 1x1 weight once, and a 1x1 Conv; Pad, one
 Concat per rolled axis, one Slice per tap, Add); other summary layers
 (FSLinear, 1D layout, DFSNet-moved filters, 1x1 and most stride-2 convs)
-keep the ``fsnet`` node of mode ``'fs'``. :func:`tidy_graph` then folds the exporter's constant shape
-arithmetic and merges its per-axis slices, so the file stays near the
-``'fs'`` file's size.
+keep the ``fsnet`` node of mode ``'fs'``. :func:`tidy_graph` then folds the
+exporter's constant shape arithmetic and merges its per-axis slices, so the
+file stays near the ``'fs'`` file's size.
 """
 from __future__ import annotations
 
