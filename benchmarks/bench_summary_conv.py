@@ -28,8 +28,7 @@ from timing import interleaved, med  # noqa: E402
 
 from fsnet_mmdet import FSConv  # noqa: E402
 from fsnet_mmdet.layers.geometry import K3_PRESETS  # noqa: E402
-from fsnet_mmdet.layers.summary_conv import (choose_compute, filter_macs,  # noqa: E402
-                                             summary_macs)
+from fsnet_mmdet.layers.summary_conv import choose_compute  # noqa: E402
 
 
 class Layer(NamedTuple):
@@ -100,10 +99,8 @@ def measure(layer: Layer, batch: int, reps: int, device: str, preset: str) -> di
     x = torch.randn(batch, layer.cin, *hw, device=device)
     with torch.no_grad():
         out_hw = tuple(dense(x[:1]).shape[2:])
-    counts = dict(dense=filter_macs(g, out_hw).total,
-                  summary=summary_macs(g, hw, out_hw, layer.stride,
-                                       padding=layer.padding,
-                                       dilation=layer.dilation).total)
+    filters, summary = fs.path_macs(hw, out_hw)
+    counts = dict(dense=filters.total, summary=summary.total)
     for module in paths.values():
         module.eval()
     fwd = interleaved({k: _forward(m, x) for k, m in paths.items()}, reps,

@@ -226,7 +226,6 @@ def summary_path_correction(model: nn.Module, inputs: Tensor) -> int:
     stage 1's ``C K x y`` per input position they use (0 when no FSConv
     takes the summary path)."""
     from ..layers.fsconv import FSConv
-    from ..layers.summary_conv import filter_macs, summary_macs
 
     correction = 0
 
@@ -234,11 +233,9 @@ def summary_path_correction(model: nn.Module, inputs: Tensor) -> int:
         nonlocal correction
         x = args[0]
         if layer.computes_from_summary(x):
-            g, out_hw = layer.geometry, tuple(output.shape[-2:])
-            correction += x.shape[0] * (summary_macs(
-                g, tuple(x.shape[-2:]), out_hw, layer.stride,
-                padding=layer.padding, dilation=layer.dilation,
-                padding_mode=layer.padding_mode).macs - filter_macs(g, out_hw).macs)
+            filters, summary = layer.path_macs(tuple(x.shape[-2:]),
+                                               tuple(output.shape[-2:]))
+            correction += x.shape[0] * (summary.macs - filters.macs)
 
     # Layers with compute='filters' (the default) run what the trace
     # records: no hook, and no extra forward when every layer is one.

@@ -68,8 +68,7 @@ from torch import Tensor, nn
 from ..conversion.checkpoints import fs_layers
 from ..layers.fsconv import FSConv
 from ..layers.summary import SummaryWeightMixin
-from ..layers.summary_conv import (filter_macs, summary_conv2d_unrolled,
-                                   summary_macs)
+from ..layers.summary_conv import summary_conv2d_unrolled
 from ..layers.wq import dequantize, quantize
 from ..utils.io import atomic_path, check_output_path
 from .weight_functions import (DEFAULT_OPSET, DOMAIN, WeightProgram,
@@ -423,14 +422,10 @@ def summary_compute_layers(detector: nn.Module,
     fewer: Dict[str, bool] = {}
 
     def count(layer: FSConv, args, output) -> None:
-        g, in_hw, out_hw = layer.geometry, tuple(args[0].shape[-2:]), tuple(
-            output.shape[-2:])
-        ops = summary_macs(g, in_hw, out_hw, layer.stride,
-                           padding=layer.padding, dilation=layer.dilation,
-                           padding_mode=layer.padding_mode)
+        filters, summary = layer.path_macs(tuple(args[0].shape[-2:]),
+                                           tuple(output.shape[-2:]))
         name = names[layer]
-        fewer[name] = fewer.get(name, True) and (
-            ops.total < filter_macs(g, out_hw).total)
+        fewer[name] = fewer.get(name, True) and summary.total < filters.total
 
     handles = [m.register_forward_hook(count) for m in names]
     try:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from mmengine.registry import MODELS
@@ -12,7 +12,8 @@ from .extraction import foldable
 from .geometry import FSGeometry, resolve_geometry, segment_stride
 from .index import filter_index, interleave_order, segment_index
 from .summary import SummaryWeightMixin
-from .summary_conv import choose_compute, scale_grad, summary_conv2d
+from .summary_conv import (MacCount, choose_compute, filter_macs, scale_grad,
+                           summary_conv2d, summary_macs)
 
 #: Filter banks from this size on reduce their gradient by blocks
 #: (:func:`fold_filter_grad`); smaller ones with one ``index_add_``, which
@@ -193,6 +194,17 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
         return choose_compute(self.geometry, self.stride, self.dilation,
                               tuple(x.shape), x.device.type,
                               training) == 'summary' and self._summary_blocker() is None
+
+    def path_macs(self, in_hw: Tuple[int, int],
+                  out_hw: Tuple[int, int]) -> Tuple[MacCount, MacCount]:
+        """Operations of one image through this layer at these sizes:
+        ``(filters path, summary path)`` (:func:`filter_macs`,
+        :func:`summary_macs` with the layer's stride, padding, dilation and
+        padding mode)."""
+        g = self.geometry
+        return filter_macs(g, out_hw), summary_macs(
+            g, in_hw, out_hw, self.stride, padding=self.padding,
+            dilation=self.dilation, padding_mode=self.padding_mode)
 
     def _summary_blocker(self) -> Optional[str]:
         """Why the summary path cannot run now, or None."""
