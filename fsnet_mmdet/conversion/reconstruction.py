@@ -19,7 +19,7 @@ by conjugate gradients with a small ridge towards the starting summary.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -152,6 +152,28 @@ def _capture(model: nn.Module, layer: nn.Module, data: dict,
     return box['value']
 
 
+def _outputs(model: nn.Module, layers: List[nn.Module], data: dict,
+             take: Callable[[int, Tensor], object]) -> List[object]:
+    """One forward of ``model`` on a preprocessed batch: ``take(j, output)``
+    of the first call of every ``layers[j]`` (a head shared by the levels
+    of a pyramid: the first level's, as :func:`_capture` sees it)."""
+    taken: Dict[int, object] = {}
+
+    def hook(j):
+        def record(module, args, output):
+            if j not in taken:
+                taken[j] = take(j, output.detach())
+        return record
+
+    handles = [m.register_forward_hook(hook(j)) for j, m in enumerate(layers)]
+    try:
+        model(**data, mode='tensor')
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [taken[j] for j in range(len(layers))]
+
+
 @torch.no_grad()
 def reconstruct(fs_model: nn.Module, dense_model: nn.Module,
                 batches: Iterable[dict], positions_per_image: int = 256,
@@ -191,20 +213,28 @@ def reconstruct(fs_model: nn.Module, dense_model: nn.Module,
                              f'of the same name with weight shape '
                              f'{tuple(layer.index.shape)} in the dense model')
     fs_model.eval(), dense_model.eval()
+    twins = [dense[name] for name, _ in layers]
+    # The dense outputs do not change: one forward per batch for their
+    # sizes, the positions drawn in (layer, batch, image) order, one forward
+    # per batch for the outputs at them (not a forward per layer).
+    sizes = [_outputs(dense_model, twins, d, lambda j, y: y.shape) for d in data]
     gen = torch.Generator().manual_seed(seed)
+    positions = [[[torch.randperm(size[j][-2] * size[j][-1], generator=gen)[
+        :positions_per_image] for _ in range(size[j][0])] for size in sizes]
+        for j in range(len(layers))]
+    targets = [_outputs(dense_model, twins, d, lambda j, y, b=b: [
+        y[i].reshape(y.shape[1], -1)[:, pos.to(y.device)].T
+        for i, pos in enumerate(positions[j][b])]) for b, d in enumerate(data)]
     report = []
-    for name, layer in layers:
-        twin = dense[name]
+    for j, (name, layer) in enumerate(layers):
+        twin = twins[j]
         k = layer.out_channels
         xs, ys = [], []
-        for d in data:
+        for b, d in enumerate(data):
             x = _capture(fs_model, layer, d, 'input')
-            y = _capture(dense_model, twin, d, 'output')
-            for i in range(x.shape[0]):
-                total = y.shape[-2] * y.shape[-1]
-                pos = torch.randperm(total, generator=gen)[:positions_per_image]
+            for i, pos in enumerate(positions[j][b]):
                 px = conv_patches(layer, x[i], pos.to(x.device)).double()
-                py = y[i].reshape(k, -1)[:, pos.to(y.device)].T.double()
+                py = targets[b][j][i].double()
                 if twin.bias is not None:
                     py = py - twin.bias.double()
                 xs.append(px), ys.append(py)

@@ -94,6 +94,25 @@ def test_reconstruction_lowers_the_output_error_of_every_layer(bias):
     assert error < 0.8 * projected_error  # on images it did not fit on
 
 
+def test_reconstruction_runs_the_dense_model_twice_per_batch():
+    """The dense outputs do not change while the FS layers are fitted: two
+    forwards per batch (sizes, then the sampled outputs), not one per layer;
+    the FS model still runs once per layer and batch (up to that layer)."""
+    torch.manual_seed(0)
+    dense, fs = (Detector(nn.Sequential(*(conv(c_in, c_out, 3, padding=1)
+                                          for c_in, c_out in ((6, 8), (8, 8), (8, 4)))))
+                 for conv in (nn.Conv2d, FSConv))
+    fs.load_state_dict(dense.state_dict())
+    calls = {'dense': 0, 'fs': 0}
+    for key, model in (('dense', dense), ('fs', fs)):
+        model.net.register_forward_pre_hook(
+            lambda m, args, key=key: calls.__setitem__(key, calls[key] + 1))
+    gen = torch.Generator().manual_seed(0)
+    reconstruct(fs, dense, [dict(inputs=images(2, gen)) for _ in range(3)],
+                positions_per_image=16)
+    assert calls == {'dense': 2 * 3, 'fs': 3 * 3}  # 3 layers, 3 batches
+
+
 def test_dense_twin_is_the_dense_model_of_the_checkpoint():
     dense, fs = pair(bias=True)
     twin = dense_twin(fs, dense.state_dict())
