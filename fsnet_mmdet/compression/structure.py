@@ -237,7 +237,7 @@ def summary_path_correction(model: nn.Module, inputs: Tensor) -> int:
                                                tuple(output.shape[-2:]))
             correction += x.shape[0] * (summary.macs - filters.macs)
 
-    # Layers with compute='filters' (the default) run what the trace
+    # Layers with compute='filters' run what the trace
     # records: no hook, and no extra forward when every layer is one.
     handles = [m.register_forward_hook(count) for m in model.modules()
                if isinstance(m, FSConv) and m.compute != 'filters']

@@ -86,19 +86,21 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
         wq: FSNet-WQ evaluation: every summary loaded from a checkpoint is
             quantized to 8 bits (:func:`fsnet_mmdet.layers.wq.fake_quantize`);
             a compressed checkpoint round-trips unchanged.
-        compute: ``'filters'`` (default): extract the filters, then a dense
-            conv; ``'summary'``: the same conv computed from the summary
+        compute: ``'auto'`` (default): per call, the path
+            :func:`~fsnet_mmdet.layers.summary_conv.choose_compute` picks
+            from the layer's shape, the input size and the device (the
+            summary path only where benchmarks/bench_summary_conv.py
+            measured it faster; on CUDA, not measured, always the filters);
+            ``'filters'``: extract the filters, then a dense conv;
+            ``'summary'``: the same conv computed from the summary
             (:func:`~fsnet_mmdet.layers.summary_conv.summary_conv2d`: fewer
-            multiply-adds, equal up to float rounding, same gradients);
-            ``'auto'``: :func:`~fsnet_mmdet.layers.summary_conv.
-            choose_compute` per call, from the input size and device. A
+            multiply-adds, equal up to float rounding, same gradients). A
             trace (TorchScript, FLOP counting) records the filters path in
             every mode (the same outputs). Not possible with
             ``layout='1d'`` nor for DFSNet while searching or once it moved
             filters off the grid (``offsets``): ``'auto'`` takes the filters
-            there, ``'summary'`` raises. Not saved in checkpoints. The
-            default stays ``'filters'`` until benchmarks/bench_summary_conv.py
-            shows where the summary path is faster (issue 32).
+            there, ``'summary'`` raises. Not saved in checkpoints: a
+            checkpoint computes the same outputs whichever path runs it.
     """
 
     def __init__(self,
@@ -127,7 +129,7 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                  dfs_prior: float = 0.0,
                  grad_reduction: str = 'mean',
                  wq: bool = False,
-                 compute: str = 'filters') -> None:
+                 compute: str = 'auto') -> None:
         if groups != 1:
             raise ValueError(f'FSConv supports groups=1 only, got groups={groups}')
         # nn.Conv2d sets up every attribute; its dense weight lives on the meta
@@ -224,8 +226,8 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
         self._on_grid = None  # whether index is the grid's (DFSNet may move it)
 
     def __setstate__(self, state: dict) -> None:
-        # A layer pickled before the compute option existed.
-        state.setdefault('compute', 'filters')
+        # A layer pickled before the compute option existed: the default.
+        state.setdefault('compute', 'auto')
         state.setdefault('_on_grid', None)
         super().__setstate__(state)
 
@@ -283,4 +285,4 @@ class FSConv(SummaryWeightMixin, nn.Conv2d):
                 f'grad_reduction={self.grad_reduction}'
                 + (f', interleave={g.interleave}' if g.interleave > 1 else '')
                 + self._dfs_repr() + (', wq=True' if self.wq else '')
-                + (f', compute={self.compute}' if self.compute != 'filters' else ''))
+                + (f', compute={self.compute}' if self.compute != 'auto' else ''))

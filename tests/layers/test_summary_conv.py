@@ -273,10 +273,10 @@ def test_compute_option_validation_and_repr():
         FSConv(8, 16, 3, layout='1d', compute='summary')
     with pytest.raises(ValueError, match=r"compute='summary'.*dfs_radius=1"):
         FSConv(8, 16, 3, dfs_radius=1, compute='summary')
-    assert FSConv(8, 16, 3).compute == 'filters'
+    assert FSConv(8, 16, 3).compute == 'auto'
     assert 'compute' not in repr(FSConv(8, 16, 3))
     assert 'compute=summary' in repr(FSConv(8, 16, 3, compute='summary'))
-    assert 'compute=auto' in repr(FSConv(8, 16, 3, compute='auto'))
+    assert 'compute=filters' in repr(FSConv(8, 16, 3, compute='filters'))
 
 
 def test_summary_raises_once_dfs_moved_filters():

@@ -65,12 +65,37 @@ def test_train_step_on_real_voc_images(detector):
 
 def test_predict_returns_boxes(detector):
     """Boxes on every image, inside it; an FS detector's detections are, bit
-    for bit, those of the dense SSD300-BN holding its filters."""
+    for bit, those of the dense SSD300-BN holding its filters when every FS
+    layer runs its filters, and its raw outputs those of FSConv's default
+    ``compute='auto'`` (some layers computed from the summary) up to float
+    rounding."""
     path, cfg, model = detector
     model.eval()
     data = voc_batch(cfg.test_pipeline)
     with torch.no_grad():
         results = model.test_step(data)
+    if 'ssd300_bn' not in path:
+        inputs = model.data_preprocessor(data)['inputs']
+        layers = [m for m in model.modules() if isinstance(m, FSConv)]
+        chosen = []
+        hooks = [m.register_forward_hook(
+            lambda m, args, out: chosen.append(m.computes_from_summary(args[0])))
+            for m in layers]
+        with torch.no_grad():
+            auto = model(inputs, mode='tensor')
+        for hook in hooks:
+            hook.remove()
+        assert all(m.compute == 'auto' for m in layers) and 0 < sum(chosen) < len(layers)
+        for m in layers:
+            m.compute = 'filters'
+        try:
+            with torch.no_grad():
+                filters = model(inputs, mode='tensor')
+                results = model.test_step(data)
+        finally:  # the fixture's model is shared by the module's tests
+            for m in layers:
+                m.compute = 'auto'
+        torch.testing.assert_close(auto, filters, rtol=1e-4, atol=1e-4)
     assert len(results) == 2
     for r in results:
         pred, (h, w) = r.pred_instances, r.ori_shape
