@@ -29,7 +29,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -125,6 +125,11 @@ VARIANTS: Dict[str, tuple] = {
     'fs-head-half': ('FS, head at half compression', True,
                      dict(fs_convert=dict(rules=[dict(pattern='bbox_head.*',
                                                       k3_scale=0.5)]))),
+    # RTMDet only: its DynamicSoftLabelAssigner's cost weighs the IoU cost
+    # 10 instead of mmdet's 3, so that a classifier with low scores no longer
+    # makes high-IoU priors the dearer ones (docs/detectors.md).
+    'fs-iou10': ('FS, assigner IoU weight 10', True,
+                 dict(train_cfg=dict(assigner=dict(iou_weight=10.0)))),
 }
 MAIN = ('dense', 'fs', 'thin')
 #: thin variants -> the FS variant whose stored parameters they match.
@@ -242,16 +247,21 @@ def run_one(detector: Detector, variant: str, seed: int, iters: int,
 
 
 # ------------------------------------------------------------------- speed
-def speed(detectors: List[str], data_root: str, reps: int, docs: str) -> str:
+def speed(detectors: List[str], data_root: str, reps: int, docs: str,
+          variants: Sequence[str] = ('fs',)) -> str:
     """FS / dense seconds per training iteration, side by side in one process.
 
-    For each detector: its dense and FS models built from the runs' configs
-    (seed 0), their recipe's optimizer wrapper (bfloat16 autocast, AdamW),
-    one training batch of the demo data through the recipe's pipeline (8
-    images), and ``model.train_step(batch, optim_wrapper)`` (what the
-    Runner's loop runs per iteration, without the data loading) timed
-    interleaved ``reps`` times after 2 warm-up steps each; the median and
-    the ratio. Writes ``<docs>/speed.md``.
+    For each detector: its dense model and one model per FS variant of
+    ``variants`` (e.g. ``fs``, ``fs-dense-head``) built from the runs'
+    configs (seed 0), their recipe's optimizer wrapper (bfloat16 autocast,
+    AdamW), one training batch of the demo data through the recipe's
+    pipeline (8 images), and ``model.train_step(batch, optim_wrapper)``
+    (what the Runner's loop runs per iteration, without the data loading)
+    timed interleaved ``reps`` times after 2 warm-up steps each; the medians
+    and each variant's ratio to dense. Writes ``<docs>/speed.md``.
+
+    Raises:
+        SystemExit: a variant of ``variants`` that is not an FS variant.
     """
     import tempfile
 
@@ -264,18 +274,28 @@ def speed(detectors: List[str], data_root: str, reps: int, docs: str) -> str:
 
     from benchmarks.timing import interleaved, med, spread
 
-    lines = ['| detector | dense s / iter | FS s / iter | FS / dense | '
-             'spread dense, FS |', '|---|---|---|---|---|']
+    wrong = [v for v in variants if not VARIANTS[v][1]]
+    if wrong:
+        raise SystemExit(f'--speed --variants: {wrong} are not FS variants; '
+                         f'allowed: {[v for v in VARIANTS if VARIANTS[v][1]]}')
+    lines = ['| detector | model | dense s / iter | model s / iter | '
+             'model / dense | spread dense, model |', '|---|---|---|---|---|---|']
+    skipped = []
     with tempfile.TemporaryDirectory() as tmp:
         for det in detectors:
             steps, cfg = {}, None
-            for variant in ('dense', 'fs'):
+            for variant in ('dense', *variants):
                 cfg = Config.fromfile(_write(
                     os.path.join(tmp, f'{det}-{variant}.py'),
                     config_text(DETECTORS[det], variant, 0, 1500, data_root)))
                 init_default_scope('mmdet')
                 torch.manual_seed(0)
-                model = MODELS.build(cfg.model)
+                try:
+                    model = MODELS.build(cfg.model)
+                except ValueError as e:  # e.g. no ``bbox_head`` to leave dense
+                    skipped.append(f'{det} {variant}: {e}')
+                    print(f'--speed: skipped {skipped[-1]}', flush=True)
+                    continue
                 model.init_weights()
                 model.train()
                 wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
@@ -286,16 +306,24 @@ def speed(detectors: List[str], data_root: str, reps: int, docs: str) -> str:
             times = interleaved(
                 {v: (lambda m=m, w=w: m.train_step(batch, w))
                  for v, (m, w) in steps.items()}, reps, warmup=2)
-            d, f = med(times['dense']), med(times['fs'])
-            lines.append(f'| {det} | {d:.3f} | {f:.3f} | {f / d:.3f} | '
-                         f'{spread(times["dense"]):.0%}, {spread(times["fs"]):.0%} |')
-            print(lines[-1], flush=True)
+            d = med(times['dense'])
+            for v in variants:
+                if v not in times:
+                    continue
+                f = med(times[v])
+                lines.append(f'| {det} | {VARIANTS[v][0]} | {d:.3f} | {f:.3f} | '
+                             f'{f / d:.3f} | {spread(times["dense"]):.0%}, '
+                             f'{spread(times[v]):.0%} |')
+                print(lines[-1], flush=True)
+    command = ' '.join(['python benchmarks/bench_detectors.py --speed',
+                        '--detectors', *detectors, '--variants', *variants,
+                        '--reps', str(reps)])
     text = ('# Training iteration time, FS against dense, side by side\n\n'
-            f'`python benchmarks/bench_detectors.py --speed --reps {reps}`: '
-            f'{torch.get_num_threads()} torch threads; median of {reps} '
-            'interleaved `train_step` calls on one demo batch (8 images), '
-            'after 2 warm-up steps each; spread = (max - min) / median.\n\n'
-            + '\n'.join(lines) + '\n')
+            f'`{command}`: {torch.get_num_threads()} torch threads; median of '
+            f'{reps} interleaved `train_step` calls on one demo batch (8 '
+            'images), after 2 warm-up steps each; spread = (max - min) / '
+            'median.\n\n' + '\n'.join(lines) + '\n'
+            + ''.join(f'\nNot timed: {s}\n' for s in skipped))
     os.makedirs(docs, exist_ok=True)
     with open(os.path.join(docs, 'speed.md'), 'w') as f:
         f.write(text)
@@ -396,7 +424,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--detectors', nargs='+', choices=sorted(DETECTORS),
                         default=sorted(DETECTORS))
     parser.add_argument('--variants', nargs='+', choices=list(VARIANTS),
-                        default=list(MAIN))
+                        help='runs: default dense fs thin; --speed: the FS '
+                        'variants timed against dense, default fs')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0])
     parser.add_argument('--iters', type=int, default=1500)
     parser.add_argument('--work-dir', default=os.path.join(
@@ -407,15 +436,17 @@ def main(argv: Optional[List[str]] = None) -> None:
         ROOT, 'docs', 'accuracy', 'detectors'))
     parser.add_argument('--report-only', action='store_true')
     parser.add_argument('--speed', action='store_true',
-                        help='time a training iteration of dense and FS side '
-                        'by side (no training runs): <docs>/speed.md')
+                        help='time a training iteration of dense and FS '
+                        '(--variants) side by side (no training runs): '
+                        '<docs>/speed.md')
     parser.add_argument('--reps', type=int, default=20,
                         help='--speed: interleaved iterations per model')
     args = parser.parse_args(argv)
     if args.speed:
         print(speed(args.detectors, os.path.abspath(args.data_root) + '/',
-                    args.reps, args.docs))
+                    args.reps, args.docs, args.variants or ('fs',)))
         return
+    args.variants = args.variants or list(MAIN)
     work = os.path.join(args.work_dir, f'iters{args.iters}')
     if not args.report_only:
         from fsnet_mmdet.datasets.synthetic_voc import ensure_dataset

@@ -220,3 +220,59 @@ def test_thin_of_dense_head_matches_that_variants_parameters(tmp_path,
     assert bench.thin_width(det, str(tmp_path), str(tmp_path)) != width
     assert json.loads((tmp_path / 'retinanet' / 'thin_width.json'
                        ).read_text())['target'] == 140_000
+
+
+def test_speed_refuses_a_variant_that_is_not_fs(tmp_path):
+    """--speed times FS variants against dense: a dense or thin variant is a
+    clear error naming the allowed ones, before any model is built."""
+    bench = _bench()
+    with pytest.raises(SystemExit, match=r"--speed --variants: \['thin'\] are "
+                       r"not FS variants; allowed: \['fs', 'fs-grid'"):
+        bench.speed(['retinanet'], str(tmp_path), 1, str(tmp_path / 'docs'),
+                    variants=('fs', 'thin'))
+    assert not (tmp_path / 'docs').exists()
+
+
+def test_iou10_variant_changes_only_the_assigners_iou_weight(tmp_path):
+    """bench_detectors' fs-iou10 (RTMDet): the fs variant's model with the
+    DynamicSoftLabelAssigner's IoU cost weighted 10 instead of mmdet's 3."""
+    bench = _bench()
+    det = bench.DETECTORS['rtmdet']
+    models = {}
+    for variant in ('fs', 'fs-iou10'):
+        path = tmp_path / f'{variant}.py'
+        path.write_text(bench.config_text(det, variant, 0, 20, str(tmp_path)))
+        models[variant] = build_detector(load_config(path))
+    fs, iou10 = models['fs'].bbox_head.assigner, models['fs-iou10'].bbox_head.assigner
+    assert (fs.iou_weight, iou10.iou_weight) == (3.0, 10.0)
+    assert (fs.topk, fs.soft_center_radius) == (iou10.topk, iou10.soft_center_radius)
+    assert ({n: m.summary.shape for n, m in models['fs'].named_modules()
+             if isinstance(m, FSConv)}
+            == {n: m.summary.shape for n, m in models['fs-iou10'].named_modules()
+                if isinstance(m, FSConv)})
+
+
+@pytest.mark.parametrize('score, iou_weight, chosen', [
+    (0.01, 3.0, 1), (0.01, 10.0, 0), (0.1, 3.0, 0)])
+def test_rtmdet_assigner_prefers_the_worse_box_while_scores_are_low(
+        score, iou_weight, chosen):
+    """The mechanism fs-iou10 tests (docs/detectors.md), on mmdet's own
+    DynamicSoftLabelAssigner: two priors at the box's centre, predicting
+    boxes of IoU 0.81 and 0.49 with it. With every class score at 0.01 (the
+    classifier's prior init, or a stalled classifier) and mmdet's IoU weight
+    3 the 0.49 box gets the object; with weight 10, or scores at 0.1, the
+    0.81 box does."""
+    from mmengine.structures import InstanceData
+    from mmdet.models.task_modules.assigners import DynamicSoftLabelAssigner
+
+    gt = InstanceData(bboxes=torch.tensor([[0., 0., 100., 100.]]),
+                      labels=torch.tensor([0]))
+    logit = float(torch.logit(torch.tensor(score)))
+    pred = InstanceData(priors=torch.tensor([[50., 50., 8., 8.]] * 2),
+                        bboxes=torch.tensor([[5., 5., 95., 95.],
+                                             [15., 15., 85., 85.]]),
+                        scores=torch.full((2, 5), logit))
+    result = DynamicSoftLabelAssigner(topk=13, iou_weight=iou_weight).assign(pred, gt)
+    expected = [0, 0]
+    expected[chosen] = 1  # the one prior the object goes to (dynamic k = 1)
+    assert result.gt_inds.tolist() == expected
