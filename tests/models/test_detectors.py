@@ -90,10 +90,11 @@ def test_thin_variant_config_and_results_table(tmp_path):
     fs = load_config(_write(tmp_path / 'fs.py', bench.config_text(
         det, 'fs-grid', 0, 20, str(tmp_path), wq=True)))
     assert fs.model.fs_convert == dict(predictor_order='grid',
-                                       conv=dict(wq=True))
+                                       conv=dict(compute='filters', wq=True))
     both = load_config(_write(tmp_path / 'both.py', bench.config_text(
         det, 'fs-nogn-grid', 0, 20, str(tmp_path))))
-    assert both.model.fs_convert == dict(predictor_order='grid')
+    assert both.model.fs_convert == dict(predictor_order='grid',
+                                         conv=dict(compute='filters'))
     assert both.model.bbox_head.norm_cfg is None
     runs = [dict(detector='retinanet', variant=v, seed=s, iters=20,
                  params=p, mAP=m, s_iter=0.5, **extra)
@@ -276,3 +277,19 @@ def test_rtmdet_assigner_prefers_the_worse_box_while_scores_are_low(
     expected = [0, 0]
     expected[chosen] = 1  # the one prior the object goes to (dynamic k = 1)
     assert result.gt_inds.tolist() == expected
+
+
+def test_runs_keep_the_filters_path_and_speed_times_the_default(tmp_path):
+    """bench_detectors' training runs build every FSConv with
+    compute='filters' (RUN_COMPUTE: the path of the committed runs); the
+    --speed configs with FSConv's default, 'auto'."""
+    bench = _bench()
+    det = bench.DETECTORS['faster-rcnn']
+    for compute in ('filters', 'auto'):
+        path = tmp_path / f'{compute}.py'
+        path.write_text(bench.config_text(det, 'fs', 0, 20, str(tmp_path),
+                                          **({} if compute == 'filters'
+                                             else dict(compute=compute))))
+        layers = [m for m in build_detector(load_config(path)).modules()
+                  if isinstance(m, FSConv)]
+        assert layers and {m.compute for m in layers} == {compute}
