@@ -256,7 +256,7 @@ def run_one(detector: Detector, variant: str, seed: int, iters: int,
 
 # ------------------------------------------------------------------- speed
 def speed(detectors: List[str], data_root: str, reps: int, docs: str,
-          variants: Sequence[str] = ('fs',)) -> str:
+          variants: Sequence[str] = ('fs',), filters: bool = False) -> str:
     """FS / dense seconds per training iteration, side by side in one process.
 
     For each detector: its dense model and one model per FS variant of
@@ -266,7 +266,10 @@ def speed(detectors: List[str], data_root: str, reps: int, docs: str,
     pipeline (8 images), and ``model.train_step(batch, optim_wrapper)``
     (what the Runner's loop runs per iteration, without the data loading)
     timed interleaved ``reps`` times after 2 warm-up steps each; the medians
-    and each variant's ratio to dense. Writes ``<docs>/speed.md``.
+    and each variant's ratio to dense. The FS models run FSConv's default
+    ``compute='auto'``; with ``filters``, each also with
+    ``compute='filters'`` in the same interleaved run. Writes
+    ``<docs>/speed.md``.
 
     Raises:
         SystemExit: a variant of ``variants`` that is not an FS variant.
@@ -292,23 +295,28 @@ def speed(detectors: List[str], data_root: str, reps: int, docs: str,
     with tempfile.TemporaryDirectory() as tmp:
         for det in detectors:
             steps, cfg = {}, None
-            for variant in ('dense', *variants):
+            models = [('dense', 'auto')] + [
+                (v, c) for v in variants
+                for c in (('auto', 'filters') if filters else ('auto',))]
+            for variant, compute in models:
                 cfg = Config.fromfile(_write(
-                    os.path.join(tmp, f'{det}-{variant}.py'),
+                    os.path.join(tmp, f'{det}-{variant}-{compute}.py'),
                     config_text(DETECTORS[det], variant, 0, 1500, data_root,
-                                compute='auto')))
+                                compute=compute)))
                 init_default_scope('mmdet')
                 torch.manual_seed(0)
                 try:
                     model = MODELS.build(cfg.model)
                 except ValueError as e:  # e.g. no ``bbox_head`` to leave dense
-                    skipped.append(f'{det} {variant}: {e}')
-                    print(f'--speed: skipped {skipped[-1]}', flush=True)
+                    if f'{det} {variant}: {e}' not in skipped:
+                        skipped.append(f'{det} {variant}: {e}')
+                        print(f'--speed: skipped {skipped[-1]}', flush=True)
                     continue
                 model.init_weights()
                 model.train()
                 wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-                steps[variant] = (model, wrapper)
+                steps[variant if compute == 'auto' else
+                      f'{variant}, filters'] = (model, wrapper)
             batch = next(iter(Runner.build_dataloader(
                 dict(cfg.train_dataloader, num_workers=0,
                      persistent_workers=False), seed=0)))
@@ -316,22 +324,24 @@ def speed(detectors: List[str], data_root: str, reps: int, docs: str,
                 {v: (lambda m=m, w=w: m.train_step(batch, w))
                  for v, (m, w) in steps.items()}, reps, warmup=2)
             d = med(times['dense'])
-            for v in variants:
-                if v not in times:
-                    continue
+            for v in (v for v in times if v != 'dense'):
+                name, _, path = v.partition(', ')
+                label = VARIANTS[name][0] + (
+                    ", compute='filters'" if path else '')
                 f = med(times[v])
-                lines.append(f'| {det} | {VARIANTS[v][0]} | {d:.3f} | {f:.3f} | '
+                lines.append(f'| {det} | {label} | {d:.3f} | {f:.3f} | '
                              f'{f / d:.3f} | {spread(times["dense"]):.0%}, '
                              f'{spread(times[v]):.0%} |')
                 print(lines[-1], flush=True)
     command = ' '.join(['python benchmarks/bench_detectors.py --speed',
                         '--detectors', *detectors, '--variants', *variants,
-                        '--reps', str(reps)])
+                        '--reps', str(reps)] + (['--filters'] if filters else []))
     text = ('# Training iteration time, FS against dense, side by side\n\n'
             f'`{command}`: {torch.get_num_threads()} torch threads; median of '
             f'{reps} interleaved `train_step` calls on one demo batch (8 '
-            'images), after 2 warm-up steps each; spread = (max - min) / '
-            'median.\n\n' + '\n'.join(lines) + '\n'
+            "images), after 2 warm-up steps each; FS models with FSConv's "
+            "default compute='auto' unless the row says otherwise; "
+            'spread = (max - min) / median.\n\n' + '\n'.join(lines) + '\n'
             + ''.join(f'\nNot timed: {s}\n' for s in skipped))
     os.makedirs(docs, exist_ok=True)
     with open(os.path.join(docs, 'speed.md'), 'w') as f:
@@ -450,10 +460,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                         '<docs>/speed.md')
     parser.add_argument('--reps', type=int, default=20,
                         help='--speed: interleaved iterations per model')
+    parser.add_argument('--filters', action='store_true',
+                        help="--speed: also time each FS model with "
+                        "compute='filters'")
     args = parser.parse_args(argv)
     if args.speed:
         print(speed(args.detectors, os.path.abspath(args.data_root) + '/',
-                    args.reps, args.docs, args.variants or ('fs',)))
+                    args.reps, args.docs, args.variants or ('fs',),
+                    args.filters))
         return
     args.variants = args.variants or list(MAIN)
     work = os.path.join(args.work_dir, f'iters{args.iters}')
