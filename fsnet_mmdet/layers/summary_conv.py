@@ -466,6 +466,36 @@ def summary_macs(geometry: FSGeometry, in_hw: Tuple[int, int],
                     math.prod(out_hw))
 
 
+def product_sharing(index: Tensor) -> float:
+    """How far any exact product-sharing scheme can cut a layer's multiplications.
+
+    Each multiply-add of the dense layer multiplies one weight element, the
+    summary element ``j = index[k, c, u, v]``, with one input element: input
+    channel ``c`` at position ``q = p + (u, v)`` for output position ``p``
+    (stride 1). A scheme that computes each distinct product ``s_j x_c(q)``
+    once and adds it into every output that needs it needs, per input
+    position ``q`` away from the border, one multiplication per distinct
+    pair ``(j, c)`` that some filter reads at some tap; the dense layer needs
+    ``K C S1 S2`` per output position. The 3D summary's two-stage scheme
+    (:func:`summary_conv2d`, stage 1) computes exactly these products, so it
+    reaches the bound; a 1D summary (FSLinear's segments, FSConv
+    ``layout='1d'``) reads each ``(j, c)`` once (ratio 1: nothing to share).
+
+    Args:
+        index: (K, C, S1, S2) flat summary indices of a conv's filters, or
+            (K, D) of a linear layer (D inputs, each its own channel).
+
+    Returns:
+        ``index.numel()`` / the number of distinct ``(j, c)`` pairs: the
+        factor by which the fewest multiplications of an exact
+        product-sharing scheme are below the dense layer's (1.0: none).
+    """
+    k, c = index.shape[:2]
+    pairs = index.reshape(k, c, -1).long() * c + torch.arange(
+        c, device=index.device).view(1, c, 1)
+    return index.numel() / torch.unique(pairs).numel()
+
+
 def choose_compute(geometry: FSGeometry, stride: IntPair, dilation: IntPair,
                    input_shape: Tuple[int, ...], device_type: str,
                    training: bool) -> str:

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import fsnet_mmdet.layers.fsconv as fsconv_module
-from fsnet_mmdet import FSConv
+from fsnet_mmdet import FSConv, FSLinear
 from fsnet_mmdet.layers.geometry import resolve_geometry
 from fsnet_mmdet.layers.index import filter_index
 from fsnet_mmdet.layers.summary_conv import (MIN_CHANNELS, MIN_MAC_RATIO,
+                                             product_sharing,
                                              _layout, choose_compute,
                                              filter_macs, summary_conv2d,
                                              summary_conv2d_unrolled,
@@ -641,3 +642,47 @@ def test_unrolled_unbatched_and_gradcheck():
     def fn(x, summary, bias):
         return summary_conv2d_unrolled(x, summary, g, bias, *args[2:])
     assert torch.autograd.gradcheck(fn, (x, summary, bias))
+
+
+# ------------------------------------------------- product-sharing bound
+def _distinct_products_loop(index):
+    """Slow reference: the distinct (summary element, input channel) pairs
+    a layer's filters read, by an explicit loop over every weight element."""
+    k, c = index.shape[:2]
+    flat = index.reshape(k, c, -1).tolist()
+    return len({(j, ch) for row in flat for ch, taps in enumerate(row)
+                for j in taps})
+
+
+@pytest.mark.parametrize('layer', [
+    lambda: FSConv(8, 16, 3), lambda: FSConv(8, 16, 3, interleave=4),
+    lambda: FSConv(12, 6, (3, 1), self_wrap=True),
+    lambda: FSConv(8, 16, 3, layout='1d'), lambda: FSConv(16, 8, 1),
+    lambda: FSLinear(24, 10), lambda: FSLinear(7, 40)])
+def test_product_sharing_counts_the_distinct_products(layer):
+    layer = layer()
+    assert product_sharing(layer.index) == pytest.approx(
+        layer.index.numel() / _distinct_products_loop(layer.index))
+
+
+def test_summary_path_reaches_the_product_sharing_bound_and_1d_has_none():
+    """3D summaries: stage 1 of the summary path computes exactly the
+    distinct products (its multiplications = the dense layer's / the
+    bound), for every FS layer of full-width FSNet-1. 1D summaries (FSLinear,
+    FSConv layout='1d'): every product feeds one output (bound 1.0), so no
+    exact product-sharing scheme computes fewer multiplications than the
+    dense layer."""
+    from conftest import build_detector, load_config
+    model = build_detector(load_config('configs/fsnet_ssd300_voc.py'))
+    layers = [m for m in model.modules() if isinstance(m, FSConv)]
+    assert len(layers) == 35
+    for m in layers:
+        hw = (19, 19)
+        ratio = (filter_macs(m.geometry, hw).macs /
+                 summary_macs(m.geometry, hw, hw).macs)
+        assert product_sharing(m.index) == pytest.approx(ratio), m
+        assert (ratio > 1) == (m.kernel_size != (1, 1)), m
+    for m in (FSConv(256, 256, 3, padding=1, layout='1d'),
+              FSConv(64, 128, 3, layout='1d', interleave=4),
+              FSLinear(256 * 7 * 7, 1024), FSLinear(1024, 84)):
+        assert product_sharing(m.index) == 1.0, m
