@@ -36,6 +36,15 @@ def _bench():
     return module
 
 
+def _variant_model(tmp_path, detector: str, variant: str, **options):
+    """The model of one bench_detectors run config (seed 0, 20 iterations)."""
+    bench = _bench()
+    path = tmp_path / f'{detector}-{variant}-{len(options)}.py'
+    path.write_text(bench.config_text(bench.DETECTORS[detector], variant, 0,
+                                      20, str(tmp_path), **options))
+    return build_detector(load_config(path))
+
+
 @pytest.mark.parametrize('twin', sorted(TWINS))
 def test_fs_twin_is_the_dense_recipe_with_fs_layers(twin):
     dense_name, interleaved = TWINS[twin]
@@ -172,13 +181,9 @@ def test_dense_cls_variant_keeps_exactly_the_classification_predictors(
 def test_head_half_variant_halves_only_the_head_towers_compression(tmp_path):
     """bench_detectors' fs-head-half: the head's 3x3 summaries twice the fs
     variant's (K3 halved, Eq. 1); every other summary the same."""
-    bench = _bench()
-    det = bench.DETECTORS['rtmdet']
     summaries = {}
     for variant in ('fs', 'fs-head-half'):
-        path = tmp_path / f'{variant}.py'
-        path.write_text(bench.config_text(det, variant, 0, 20, str(tmp_path)))
-        model = build_detector(load_config(path))
+        model = _variant_model(tmp_path, 'rtmdet', variant)
         summaries[variant] = {n: m.summary.numel() for n, m in
                               model.named_modules() if isinstance(m, FSConv)}
     fs, half = summaries['fs'], summaries['fs-head-half']
@@ -237,13 +242,7 @@ def test_speed_refuses_a_variant_that_is_not_fs(tmp_path):
 def test_iou10_variant_changes_only_the_assigners_iou_weight(tmp_path):
     """bench_detectors' fs-iou10 (RTMDet): the fs variant's model with the
     DynamicSoftLabelAssigner's IoU cost weighted 10 instead of mmdet's 3."""
-    bench = _bench()
-    det = bench.DETECTORS['rtmdet']
-    models = {}
-    for variant in ('fs', 'fs-iou10'):
-        path = tmp_path / f'{variant}.py'
-        path.write_text(bench.config_text(det, variant, 0, 20, str(tmp_path)))
-        models[variant] = build_detector(load_config(path))
+    models = {v: _variant_model(tmp_path, 'rtmdet', v) for v in ('fs', 'fs-iou10')}
     fs, iou10 = models['fs'].bbox_head.assigner, models['fs-iou10'].bbox_head.assigner
     assert (fs.iou_weight, iou10.iou_weight) == (3.0, 10.0)
     assert (fs.topk, fs.soft_center_radius) == (iou10.topk, iou10.soft_center_radius)
@@ -283,13 +282,8 @@ def test_runs_keep_the_filters_path_and_speed_times_the_default(tmp_path):
     """bench_detectors' training runs build every FSConv with
     compute='filters' (RUN_COMPUTE: the path of the committed runs); the
     --speed configs with FSConv's default, 'auto'."""
-    bench = _bench()
-    det = bench.DETECTORS['faster-rcnn']
-    for compute in ('filters', 'auto'):
-        path = tmp_path / f'{compute}.py'
-        path.write_text(bench.config_text(det, 'fs', 0, 20, str(tmp_path),
-                                          **({} if compute == 'filters'
-                                             else dict(compute=compute))))
-        layers = [m for m in build_detector(load_config(path)).modules()
+    for compute, options in (('filters', {}), ('auto', dict(compute='auto'))):
+        layers = [m for m in _variant_model(tmp_path, 'faster-rcnn', 'fs',
+                                            **options).modules()
                   if isinstance(m, FSConv)]
         assert layers and {m.compute for m in layers} == {compute}
