@@ -315,23 +315,21 @@ def speed(detectors: List[str], data_root: str, reps: int, docs: str,
                 model.init_weights()
                 model.train()
                 wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-                steps[variant if compute == 'auto' else
-                      f'{variant}, filters'] = (model, wrapper)
+                steps[variant, compute] = (model, wrapper)
             batch = next(iter(Runner.build_dataloader(
                 dict(cfg.train_dataloader, num_workers=0,
                      persistent_workers=False), seed=0)))
             times = interleaved(
                 {v: (lambda m=m, w=w: m.train_step(batch, w))
                  for v, (m, w) in steps.items()}, reps, warmup=2)
-            d = med(times['dense'])
-            for v in (v for v in times if v != 'dense'):
-                name, _, path = v.partition(', ')
-                label = VARIANTS[name][0] + (
-                    ", compute='filters'" if path else '')
-                f = med(times[v])
-                lines.append(f'| {det} | {label} | {d:.3f} | {f:.3f} | '
-                             f'{f / d:.3f} | {spread(times["dense"]):.0%}, '
-                             f'{spread(times[v]):.0%} |')
+            dense = times.pop(('dense', 'auto'))
+            d = med(dense)
+            for (variant, compute), t in times.items():
+                label = VARIANTS[variant][0] + (
+                    f", compute='{compute}'" if compute != 'auto' else '')
+                lines.append(f'| {det} | {label} | {d:.3f} | {med(t):.3f} | '
+                             f'{med(t) / d:.3f} | {spread(dense):.0%}, '
+                             f'{spread(t):.0%} |')
                 print(lines[-1], flush=True)
     command = ' '.join(['python benchmarks/bench_detectors.py --speed',
                         '--detectors', *detectors, '--variants', *variants,
