@@ -292,12 +292,12 @@ def speed(detectors: List[str], data_root: str, reps: int, docs: str,
     lines = ['| detector | model | dense s / iter | model s / iter | '
              'model / dense | spread dense, model |', '|---|---|---|---|---|---|']
     skipped = []
+    models = [('dense', 'auto')] + [
+        (v, c) for v in variants
+        for c in (('auto', 'filters') if filters else ('auto',))]
     with tempfile.TemporaryDirectory() as tmp:
         for det in detectors:
             steps, cfg = {}, None
-            models = [('dense', 'auto')] + [
-                (v, c) for v in variants
-                for c in (('auto', 'filters') if filters else ('auto',))]
             for variant, compute in models:
                 cfg = Config.fromfile(_write(
                     os.path.join(tmp, f'{det}-{variant}-{compute}.py'),

@@ -548,11 +548,12 @@ def test_auto_leaves_the_demo_models_flops_unchanged():
     from fsnet_mmdet.compression.structure import model_flops
     model = build_detector(load_config(ROOT / 'configs' / 'demo' /
                                        'fsnet_ssd300_demo.py'))
-    before = model_flops(model)
-    for layer in model.modules():
-        if isinstance(layer, FSConv):
-            layer.compute = 'auto'
-    assert model_flops(model) == before == 2_061_760_896
+    layers = [m for m in model.modules() if isinstance(m, FSConv)]
+    assert {m.compute for m in layers} == {'auto'}  # FSConv's default
+    auto = model_flops(model)
+    for layer in layers:
+        layer.compute = 'filters'
+    assert model_flops(model) == auto == 2_061_760_896
 
 
 # ------------------------------------------------ the exportable form
